@@ -1,0 +1,266 @@
+// Package transport builds the http.RoundTripper ferry uses for one registry
+// host: TLS settings from the configuration, a request policy that keeps
+// credentials and uploads on the registry, retries that honour Retry-After,
+// and a redacted debug log.
+//
+// go-containerregistry's remote/transport wraps the RoundTripper returned by
+// New and adds authentication on top, so every request ferry makes for a
+// registry, including redirects and token requests, passes through it. The
+// layers, outermost first:
+//
+//	user agent → debug log → retry → policy → TLS/HTTP connection pool
+//
+// Everything New returns is safe for concurrent use and holds no state that
+// one request could change for another.
+package transport
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+)
+
+// RegistryConfig is one [registry."host:port"] table of ferry's TOML config
+// (also reused by the mirror config).
+type RegistryConfig struct {
+	Insecure bool   `toml:"insecure"`  // plain http allowed and TLS not verified
+	CAFile   string `toml:"ca_file"`   // extra CA bundle (PEM) trusted for this registry
+	CertFile string `toml:"cert_file"` // client certificate for mTLS
+	KeyFile  string `toml:"key_file"`  // private key of CertFile
+}
+
+// Options configure the RoundTripper for one registry.
+type Options struct {
+	// Host is the registry host[:port] as in a reference
+	// ("index.docker.io" for Docker Hub).
+	Host string
+	// Config is the registry's table from the configuration file.
+	Config RegistryConfig
+	// Insecure is the global --insecure flag, ORed with Config.Insecure:
+	// plain http is allowed and TLS certificates are not verified.
+	Insecure bool
+	// Debug, when non-nil, is called once per request line, response line
+	// and header line, with credentials redacted. Bodies are never logged.
+	// It may be called from many goroutines at once.
+	Debug func(line string)
+	// UserAgent, when set, leads the User-Agent header of every request.
+	UserAgent string
+	// Retry is the policy for transient failures; the zero value means
+	// DefaultRetry(), and zero fields take their default.
+	Retry Retry
+	// Base carries the requests once the policy allowed them, for tests.
+	// It is used as is: Config's TLS settings do not apply to it. nil means
+	// ferry's own HTTP/2-capable transport with the TLS settings of Config.
+	Base http.RoundTripper
+}
+
+// ErrTLSConfig is wrapped by every *ConfigError.
+var ErrTLSConfig = errors.New("unusable TLS configuration")
+
+// ConfigError is a TLS setting of a [registry."host"] table that cannot be
+// used, such as a ca_file that does not exist or holds no certificate.
+// errors.Is matches ErrTLSConfig and the underlying cause (fs.ErrNotExist,
+// for example).
+type ConfigError struct {
+	Host string // the registry whose table holds the setting
+	Key  string // "ca_file", "cert_file" or "key_file"
+	File string // the file named by the setting, if any
+	Err  error
+}
+
+func (e *ConfigError) Error() string {
+	what := e.Key
+	if e.File != "" {
+		what = fmt.Sprintf("%s %q", e.Key, e.File)
+	}
+	return fmt.Sprintf("registry %s: %s: %v; fix %s under [registry.%q] in the config", e.Host, what, e.Err, e.Key, e.Host)
+}
+
+// Unwrap returns ErrTLSConfig and the cause.
+func (e *ConfigError) Unwrap() []error { return []error{ErrTLSConfig, e.Err} }
+
+// New returns the RoundTripper for opts.Host. It fails when opts.Host is not
+// a host[:port] or when a file named by opts.Config cannot be used; nothing
+// is dialled until a request is made.
+func New(opts Options) (http.RoundTripper, error) {
+	p, err := newPolicy(opts.Host, opts.Insecure || opts.Config.Insecure)
+	if err != nil {
+		return nil, err
+	}
+	t := &roundTripper{
+		userAgent: strings.TrimSpace(opts.UserAgent),
+		debug:     opts.Debug,
+		retry:     opts.Retry.withDefaults(),
+		policy:    p,
+	}
+	regTLS, otherTLS, err := tlsConfigs(opts)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Base != nil {
+		t.registry, t.other = opts.Base, opts.Base
+	} else {
+		t.registry, t.other = newBase(regTLS), newBase(otherTLS)
+	}
+	return t, nil
+}
+
+// roundTripper is the chain of layers described in the package comment.
+type roundTripper struct {
+	userAgent string
+	debug     func(string)
+	retry     Retry
+	policy    *policy
+	// registry carries requests to the registry and hosts on its site: it
+	// has the client certificate and, when insecure, skips verification.
+	// other carries the rest (blob storage behind redirects).
+	registry, other http.RoundTripper
+}
+
+// RoundTrip implements http.RoundTripper.
+func (t *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
+	if t.userAgent != "" {
+		if ua := req.Header.Get("User-Agent"); !strings.HasPrefix(ua, t.userAgent) {
+			if ua != "" {
+				ua = t.userAgent + " " + ua
+			} else {
+				ua = t.userAgent
+			}
+			req = withHeaders(req)
+			req.Header.Set("User-Agent", ua)
+		}
+	}
+	if t.debug != nil {
+		return t.logged(req)
+	}
+	return t.retried(req)
+}
+
+// CloseIdleConnections closes the idle connections of the transports
+// underneath, as http.Client.CloseIdleConnections expects.
+func (t *roundTripper) CloseIdleConnections() {
+	type closer interface{ CloseIdleConnections() }
+	if c, ok := t.registry.(closer); ok {
+		c.CloseIdleConnections()
+	}
+	if t.other != t.registry {
+		if c, ok := t.other.(closer); ok {
+			c.CloseIdleConnections()
+		}
+	}
+}
+
+// withHeaders returns a shallow copy of req with its own header map, so a
+// layer can change headers without touching the caller's request.
+func withHeaders(req *http.Request) *http.Request {
+	r := new(http.Request)
+	*r = *req
+	r.Header = req.Header.Clone()
+	if r.Header == nil {
+		r.Header = http.Header{}
+	}
+	return r
+}
+
+// closeBody closes a request body that will not be sent; a RoundTripper
+// must close it even when it fails.
+func closeBody(req *http.Request) {
+	if req.Body != nil {
+		_ = req.Body.Close()
+	}
+}
+
+// newBase is ferry's connection pool: http.DefaultTransport's settings with
+// more idle connections per host (layers are fetched in parallel) and no
+// overall timeout, since a blob may take an hour to stream.
+func newBase(cfg *tls.Config) *http.Transport {
+	return &http.Transport{
+		Proxy: http.ProxyFromEnvironment,
+		DialContext: (&net.Dialer{
+			Timeout:   30 * time.Second,
+			KeepAlive: 30 * time.Second,
+		}).DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          256,
+		MaxIdleConnsPerHost:   64,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   15 * time.Second,
+		ResponseHeaderTimeout: 60 * time.Second,
+		ExpectContinueTimeout: 1 * time.Second,
+		TLSClientConfig:       cfg,
+	}
+}
+
+// tlsConfigs returns the TLS settings for the registry (and hosts on its
+// site) and for other hosts. The extra CA is trusted for both, since blob
+// storage behind a private registry often shares its CA; the client
+// certificate and a per-registry insecure setting apply to the registry's
+// site only. The global --insecure applies everywhere.
+func tlsConfigs(opts Options) (registry, other *tls.Config, err error) {
+	c := opts.Config
+	base := &tls.Config{MinVersion: tls.VersionTLS12}
+	if c.CAFile != "" {
+		pem, err := os.ReadFile(c.CAFile)
+		if err != nil {
+			return nil, nil, &ConfigError{Host: opts.Host, Key: "ca_file", File: c.CAFile, Err: err}
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil || pool == nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, nil, &ConfigError{Host: opts.Host, Key: "ca_file", File: c.CAFile, Err: errors.New("no PEM certificate found in the file")}
+		}
+		base.RootCAs = pool
+	}
+	registry = base.Clone()
+	registry.InsecureSkipVerify = opts.Insecure || c.Insecure
+	switch {
+	case c.CertFile != "" && c.KeyFile != "":
+		certPEM, err := os.ReadFile(c.CertFile)
+		if err != nil {
+			return nil, nil, &ConfigError{Host: opts.Host, Key: "cert_file", File: c.CertFile, Err: err}
+		}
+		keyPEM, err := os.ReadFile(c.KeyFile)
+		if err != nil {
+			return nil, nil, &ConfigError{Host: opts.Host, Key: "key_file", File: c.KeyFile, Err: err}
+		}
+		pair, err := tls.X509KeyPair(certPEM, keyPEM)
+		if err != nil {
+			return nil, nil, &ConfigError{Host: opts.Host, Key: "cert_file", File: c.CertFile,
+				Err: fmt.Errorf("with key_file %q: %w", c.KeyFile, err)}
+		}
+		registry.Certificates = []tls.Certificate{pair}
+	case c.CertFile != "":
+		return nil, nil, &ConfigError{Host: opts.Host, Key: "key_file", Err: fmt.Errorf("cert_file %q is set but key_file is not; set both", c.CertFile)}
+	case c.KeyFile != "":
+		return nil, nil, &ConfigError{Host: opts.Host, Key: "cert_file", Err: fmt.Errorf("key_file %q is set but cert_file is not; set both", c.KeyFile)}
+	}
+	other = base.Clone()
+	other.InsecureSkipVerify = opts.Insecure
+	return registry, other, nil
+}
+
+// hostError is the error for an Options.Host that is not a host[:port].
+func hostError(host, why string) error {
+	return fmt.Errorf("registry host %q: %s; expected host[:port], e.g. registry.example.com:5000", host, why)
+}
+
+// parseHost splits a host[:port] as found in a reference.
+func parseHost(host string) (name, port string, err error) {
+	if host == "" {
+		return "", "", hostError(host, "empty")
+	}
+	u, err := url.Parse("//" + host)
+	if err != nil || u.Host != host || u.User != nil || u.Path != "" || u.RawQuery != "" || u.Hostname() == "" {
+		return "", "", hostError(host, "not a valid host")
+	}
+	return canonicalName(u.Hostname()), u.Port(), nil
+}
