@@ -1,0 +1,181 @@
+package transfer
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/opencontainers/go-digest"
+)
+
+// Kind says where content lives.
+type Kind int
+
+// Kinds of endpoint, by the prefix of a reference.
+const (
+	KindRegistry Kind = iota // host/repo:tag or host/repo@digest
+	KindLayout               // oci:DIR[:TAG|@DIGEST]
+	KindArchive              // oci-archive:FILE[:TAG|@DIGEST]
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindLayout:
+		return "oci"
+	case KindArchive:
+		return "oci-archive"
+	}
+	return "registry"
+}
+
+// Reference names content at an endpoint, as given on the command line.
+type Reference struct {
+	Kind Kind
+	// Repo is the repository of a registry reference.
+	Repo name.Repository
+	// Path is the directory or archive file of a layout reference.
+	Path string
+	// Tag and Digest select the content; either may be empty. When both
+	// are set the digest wins and the tag is only a name.
+	Tag    string
+	Digest digest.Digest
+	// Original is the text the user gave.
+	Original string
+}
+
+// Identifier is the tag or digest a request for this reference uses.
+func (r Reference) Identifier() string {
+	if r.Digest != "" {
+		return string(r.Digest)
+	}
+	return r.Tag
+}
+
+func (r Reference) String() string {
+	var b strings.Builder
+	switch r.Kind {
+	case KindRegistry:
+		b.WriteString(r.Repo.Name())
+	default:
+		b.WriteString(r.Kind.String() + ":" + r.Path)
+	}
+	if r.Tag != "" {
+		b.WriteString(":" + r.Tag)
+	}
+	if r.Digest != "" {
+		b.WriteString("@" + string(r.Digest))
+	}
+	return b.String()
+}
+
+// ParseReference parses a reference in any endpoint form. A registry
+// reference without tag or digest gets "latest", as docker does. insecure
+// allows plain http to the registry.
+func ParseReference(s string, insecure bool) (Reference, error) {
+	for _, k := range []Kind{KindArchive, KindLayout} {
+		if rest, ok := strings.CutPrefix(s, k.String()+":"); ok {
+			return parseLayoutReference(k, rest, s)
+		}
+	}
+	return parseRegistryReference(s, insecure, true)
+}
+
+// ParseRepository parses a registry repository with no tag or digest.
+func ParseRepository(s string, insecure bool) (name.Repository, error) {
+	ref, err := parseRegistryReference(s, insecure, false)
+	if err != nil {
+		return name.Repository{}, err
+	}
+	if ref.Tag != "" || ref.Digest != "" {
+		return name.Repository{}, fmt.Errorf("%w: %q: expected a repository without a tag or digest, e.g. registry.example.com/team/app", ErrInvalidReference, s)
+	}
+	return ref.Repo, nil
+}
+
+func parseRegistryReference(s string, insecure, defaultTag bool) (Reference, error) {
+	ref := Reference{Kind: KindRegistry, Original: s}
+	var opts []name.Option
+	if insecure {
+		opts = append(opts, name.Insecure)
+	}
+	rest := s
+	if i := strings.LastIndex(rest, "@"); i >= 0 {
+		d, err := ParseDigest(rest[i+1:])
+		if err != nil {
+			return Reference{}, fmt.Errorf("%w: %q: %v", ErrInvalidReference, s, err)
+		}
+		ref.Digest = d
+		rest = rest[:i]
+	}
+	// A colon after the last slash starts a tag.
+	if i := strings.LastIndex(rest, ":"); i > strings.LastIndex(rest, "/") {
+		t, err := name.NewTag(rest, opts...)
+		if err != nil {
+			return Reference{}, fmt.Errorf("%w: %q: %v", ErrInvalidReference, s, err)
+		}
+		ref.Tag = t.TagStr()
+		rest = rest[:i]
+	}
+	repo, err := name.NewRepository(rest, opts...)
+	if err != nil {
+		return Reference{}, fmt.Errorf("%w: %q: %v", ErrInvalidReference, s, err)
+	}
+	if !ValidRepositoryPath(repo.RepositoryStr()) {
+		return Reference{}, fmt.Errorf("%w: %q: repository %q is not valid: lowercase letters and digits, separated by '.', '_', '__', '-' or '/'", ErrInvalidReference, s, repo.RepositoryStr())
+	}
+	ref.Repo = repo
+	if defaultTag && ref.Tag == "" && ref.Digest == "" {
+		ref.Tag = name.DefaultTag
+	}
+	return ref, nil
+}
+
+func parseLayoutReference(k Kind, rest, orig string) (Reference, error) {
+	ref := Reference{Kind: k, Original: orig}
+	if i := strings.LastIndex(rest, "@"); i >= 0 {
+		d, err := ParseDigest(rest[i+1:])
+		if err != nil {
+			return Reference{}, fmt.Errorf("%w: %q: %v", ErrInvalidReference, orig, err)
+		}
+		ref.Digest = d
+		rest = rest[:i]
+	}
+	// oci:DIR:TAG; a colon inside the path's last element is a tag separator.
+	if i := strings.LastIndex(rest, ":"); i >= 0 && !strings.Contains(rest[i:], "/") {
+		ref.Tag = rest[i+1:]
+		rest = rest[:i]
+		if ref.Tag == "" {
+			return Reference{}, fmt.Errorf("%w: %q: empty tag after ':'", ErrInvalidReference, orig)
+		}
+	}
+	if rest == "" {
+		return Reference{}, fmt.Errorf("%w: %q: missing path, e.g. %s:./images:app", ErrInvalidReference, orig, k)
+	}
+	ref.Path = rest
+	return ref, nil
+}
+
+// repositoryPath is the distribution spec's grammar for a repository name.
+var repositoryPath = regexp.MustCompile(`^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$`)
+
+// ValidRepositoryPath reports whether s is a repository name the OCI
+// distribution spec allows (at most 255 characters).
+func ValidRepositoryPath(s string) bool {
+	return len(s) <= 255 && repositoryPath.MatchString(s)
+}
+
+// Reader reads manifests, small blobs and tags from an endpoint. A registry
+// Repository implements it; so will the layout store.
+type Reader interface {
+	// Manifest fetches and validates the manifest for a tag or digest.
+	Manifest(ctx context.Context, identifier string) (*Manifest, error)
+	// ManifestDigest resolves a tag or digest to a digest as cheaply as
+	// the endpoint allows.
+	ManifestDigest(ctx context.Context, identifier string) (digest.Digest, error)
+	// FetchBlob reads a whole, verified blob of at most limit bytes.
+	FetchBlob(ctx context.Context, d digest.Digest, size, limit int64) ([]byte, error)
+	// Tags lists every tag within the options' caps.
+	Tags(ctx context.Context, opts TagOptions) ([]string, error)
+}

@@ -1,0 +1,368 @@
+package transfer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	ggcrtransport "github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/opencontainers/go-digest"
+)
+
+// Remote opens registry repositories with shared credentials and a
+// transport per registry host.
+type Remote struct {
+	// Keychain resolves credentials for a registry; nil means anonymous.
+	Keychain authn.Keychain
+	// Transport returns the RoundTripper for a registry host: TLS, retries
+	// and the request policy (internal/transport). It must not be nil.
+	Transport func(host string) (http.RoundTripper, error)
+	// ManifestLimit caps the size of a manifest read; 0 means
+	// DefaultManifestLimit.
+	ManifestLimit int64
+}
+
+// Repository is an authenticated connection to one registry repository.
+type Repository struct {
+	Name          name.Repository
+	client        *http.Client
+	manifestLimit int64
+}
+
+// Open performs the registry's auth handshake for repo, with push access
+// when push is set, and returns a client for it.
+func (r *Remote) Open(ctx context.Context, repo name.Repository, push bool) (*Repository, error) {
+	host := repo.RegistryStr()
+	rt, err := r.Transport(host)
+	if err != nil {
+		return nil, err
+	}
+	auth := authn.Anonymous
+	if r.Keychain != nil {
+		auth, err = r.Keychain.Resolve(repo.Registry)
+		if err != nil {
+			return nil, fmt.Errorf("reading credentials for %s: %w", host, err)
+		}
+	}
+	scope := repo.Scope(ggcrtransport.PullScope)
+	if push {
+		scope = repo.Scope(ggcrtransport.PushScope)
+	}
+	art, err := ggcrtransport.NewWithContext(ctx, repo.Registry, auth, rt, []string{scope})
+	if err != nil {
+		return nil, wrapTransportError(fmt.Sprintf("connecting to %s", host), host, err)
+	}
+	limit := r.ManifestLimit
+	if limit <= 0 {
+		limit = DefaultManifestLimit
+	}
+	return &Repository{Name: repo, client: &http.Client{Transport: art}, manifestLimit: limit}, nil
+}
+
+func (r *Repository) url(kind, rest string) string {
+	return fmt.Sprintf("%s://%s/v2/%s/%s/%s", r.Name.Scheme(), r.Name.RegistryStr(), r.Name.RepositoryStr(), kind, rest)
+}
+
+func (r *Repository) do(ctx context.Context, method, u string, hdr http.Header) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
+	resp, err := r.client.Do(req)
+	if err != nil {
+		return nil, wrapTransportError(method+" "+u, r.Name.RegistryStr(), err)
+	}
+	return resp, nil
+}
+
+// Manifest fetches the manifest for a tag or digest and validates it: at
+// most the manifest limit is read, a body fetched by digest must hash to
+// it, and a Docker-Content-Digest header must match the body (ROBUSTNESS
+// rows 1, 6, 7, 8).
+func (r *Repository) Manifest(ctx context.Context, identifier string) (*Manifest, error) {
+	what := r.Name.Name() + refSep(identifier) + identifier
+	want, byDigest, err := checkIdentifier(identifier)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := r.do(ctx, http.MethodGet, r.url("manifests", identifier), http.Header{"Accept": {ManifestAccept}})
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, responseError(resp, "fetching manifest "+what)
+	}
+	if resp.ContentLength > r.manifestLimit {
+		return nil, fmt.Errorf("%w: %s is %d bytes, over the limit of %d; raise it with --max-manifest-size if you trust the registry", ErrManifestTooLarge, what, resp.ContentLength, r.manifestLimit)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, r.manifestLimit+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading manifest %s: %w", what, err)
+	}
+	if int64(len(body)) > r.manifestLimit {
+		return nil, fmt.Errorf("%w: %s is over the limit of %d bytes; raise it with --max-manifest-size if you trust the registry", ErrManifestTooLarge, what, r.manifestLimit)
+	}
+	alg := digest.SHA256
+	if byDigest {
+		alg = want.Algorithm()
+	}
+	header := resp.Header.Get("Docker-Content-Digest")
+	if !byDigest && header != "" {
+		hd, err := ParseDigest(header)
+		if err != nil {
+			return nil, fmt.Errorf("manifest %s: registry sent an invalid Docker-Content-Digest: %w", what, err)
+		}
+		want, alg = hd, hd.Algorithm()
+	}
+	if want != "" {
+		if got := alg.FromBytes(body); got != want {
+			return nil, fmt.Errorf("%w: manifest %s: body hashes to %s, expected %s", ErrDigestMismatch, what, got, want)
+		}
+	}
+	m, err := ParseManifest(body, resp.Header.Get("Content-Type"), alg)
+	if err != nil {
+		return nil, fmt.Errorf("manifest %s: %w", what, err)
+	}
+	return m, nil
+}
+
+// ManifestDigest asks for a manifest's digest with a HEAD request, which
+// registries such as Docker Hub do not count as a pull. It falls back to
+// GET when the registry does not send Docker-Content-Digest.
+func (r *Repository) ManifestDigest(ctx context.Context, identifier string) (digest.Digest, error) {
+	if _, _, err := checkIdentifier(identifier); err != nil {
+		return "", err
+	}
+	resp, err := r.do(ctx, http.MethodHead, r.url("manifests", identifier), http.Header{"Accept": {ManifestAccept}})
+	if err != nil {
+		return "", err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return "", responseError(resp, "checking manifest "+r.Name.Name()+refSep(identifier)+identifier)
+	}
+	if d, err := ParseDigest(resp.Header.Get("Docker-Content-Digest")); err == nil {
+		return d, nil
+	}
+	m, err := r.Manifest(ctx, identifier)
+	if err != nil {
+		return "", err
+	}
+	return m.Descriptor.Digest, nil
+}
+
+// FetchBlob returns the verified content of a small blob (a config, a
+// signature payload). limit bounds what is read whatever size says.
+func (r *Repository) FetchBlob(ctx context.Context, d digest.Digest, size, limit int64) ([]byte, error) {
+	if _, err := ParseDigest(string(d)); err != nil {
+		return nil, err
+	}
+	what := r.Name.Name() + "@" + string(d)
+	if size > limit {
+		return nil, fmt.Errorf("blob %s is %d bytes, over the limit of %d", what, size, limit)
+	}
+	resp, err := r.do(ctx, http.MethodGet, r.url("blobs", string(d)), nil)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, responseError(resp, "fetching blob "+what)
+	}
+	return io.ReadAll(newVerifier(resp.Body, d, size, "blob "+what))
+}
+
+// TagOptions bound a tag listing (ROBUSTNESS row 13).
+type TagOptions struct {
+	PageSize int // n per request; 0 lets the registry choose
+	MaxPages int // 0 means 10,000
+	MaxTags  int // 0 means 1,000,000
+}
+
+// Tags lists every tag, following Link pagination. It stops with ErrTooMany
+// past the caps or when the registry sends a cursor it sent before.
+func (r *Repository) Tags(ctx context.Context, opts TagOptions) ([]string, error) {
+	if opts.MaxPages <= 0 {
+		opts.MaxPages = 10_000
+	}
+	if opts.MaxTags <= 0 {
+		opts.MaxTags = 1_000_000
+	}
+	next := r.url("tags", "list")
+	if opts.PageSize > 0 {
+		next += fmt.Sprintf("?n=%d", opts.PageSize)
+	}
+	seen := map[string]bool{}
+	var tags []string
+	for page := 0; next != ""; page++ {
+		if page >= opts.MaxPages {
+			return nil, fmt.Errorf("%w: listing tags of %s: more than %d pages", ErrTooMany, r.Name.Name(), opts.MaxPages)
+		}
+		if seen[next] {
+			return nil, fmt.Errorf("%w: listing tags of %s: the registry repeated the page %s", ErrTooMany, r.Name.Name(), next)
+		}
+		seen[next] = true
+		var list struct {
+			Tags []string `json:"tags"`
+		}
+		link, err := r.getJSON(ctx, next, &list, "listing tags of "+r.Name.Name())
+		if err != nil {
+			return nil, err
+		}
+		if len(tags)+len(list.Tags) > opts.MaxTags {
+			return nil, fmt.Errorf("%w: listing tags of %s: more than %d tags", ErrTooMany, r.Name.Name(), opts.MaxTags)
+		}
+		tags = append(tags, list.Tags...)
+		next = link
+	}
+	return tags, nil
+}
+
+// getJSON GETs u into v (at most 16 MiB) and returns the resolved URL of a
+// Link rel="next" header, if any; a link to another host is an error.
+func (r *Repository) getJSON(ctx context.Context, u string, v any, what string) (string, error) {
+	resp, err := r.do(ctx, http.MethodGet, u, http.Header{"Accept": {"application/json"}})
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return "", responseError(resp, what)
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(v); err != nil {
+		return "", fmt.Errorf("%s: decoding the registry's answer: %w", what, err)
+	}
+	link := nextLink(resp.Header.Get("Link"))
+	if link == "" {
+		return "", nil
+	}
+	base, _ := url.Parse(u)
+	ref, err := url.Parse(link)
+	if err != nil {
+		return "", fmt.Errorf("%s: bad Link header %q: %w", what, link, err)
+	}
+	abs := base.ResolveReference(ref)
+	if abs.Host != base.Host {
+		return "", fmt.Errorf("%s: the registry's Link header points at another host (%s); refusing to follow it", what, abs.Host)
+	}
+	return abs.String(), nil
+}
+
+// nextLink extracts the target of rel="next" from a Link header.
+func nextLink(h string) string {
+	for _, part := range strings.Split(h, ",") {
+		target, params, ok := strings.Cut(part, ";")
+		if !ok || !strings.Contains(strings.ReplaceAll(params, " ", ""), `rel="next"`) {
+			continue
+		}
+		target = strings.TrimSpace(target)
+		return strings.TrimSuffix(strings.TrimPrefix(target, "<"), ">")
+	}
+	return ""
+}
+
+func checkIdentifier(identifier string) (digest.Digest, bool, error) {
+	if strings.Contains(identifier, ":") {
+		d, err := ParseDigest(identifier)
+		return d, true, err
+	}
+	if _, err := name.NewTag("x:" + identifier); err != nil || identifier == "" {
+		return "", false, fmt.Errorf("%w: tag %q", ErrInvalidReference, identifier)
+	}
+	return "", false, nil
+}
+
+func refSep(identifier string) string {
+	if strings.Contains(identifier, ":") {
+		return "@"
+	}
+	return ":"
+}
+
+// HTTPError is an unexpected answer from a registry.
+type HTTPError struct {
+	What       string // what ferry was doing, naming the operand
+	StatusCode int
+	Status     string
+	Codes      []string // error codes from the body, e.g. MANIFEST_UNKNOWN
+	Message    string   // first message from the body
+}
+
+func (e *HTTPError) Error() string {
+	msg := fmt.Sprintf("%s: %s", e.What, e.Status)
+	if len(e.Codes) > 0 {
+		msg += ": " + strings.Join(e.Codes, ", ")
+	}
+	if e.Message != "" {
+		msg += ": " + e.Message
+	}
+	switch e.StatusCode {
+	case http.StatusUnauthorized, http.StatusForbidden:
+		msg += " (check your credentials: ferry login HOST)"
+	}
+	return msg
+}
+
+// Unwrap maps the status to ErrNotFound or ErrUnauthorized.
+func (e *HTTPError) Unwrap() error {
+	switch e.StatusCode {
+	case http.StatusNotFound:
+		return ErrNotFound
+	case http.StatusUnauthorized, http.StatusForbidden:
+		return ErrUnauthorized
+	}
+	return nil
+}
+
+func responseError(resp *http.Response, what string) error {
+	e := &HTTPError{What: what, StatusCode: resp.StatusCode, Status: resp.Status}
+	if e.Status == "" {
+		e.Status = fmt.Sprintf("%d %s", resp.StatusCode, http.StatusText(resp.StatusCode))
+	}
+	var body struct {
+		Errors []struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		} `json:"errors"`
+	}
+	if resp.Request != nil && resp.Request.Method != http.MethodHead {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		if json.Unmarshal(b, &body) == nil {
+			for _, x := range body.Errors {
+				e.Codes = append(e.Codes, x.Code)
+				if e.Message == "" {
+					e.Message = x.Message
+				}
+			}
+		}
+	}
+	return e
+}
+
+// wrapTransportError turns go-containerregistry's handshake errors into
+// ferry's: a refused login becomes ErrUnauthorized with a hint.
+func wrapTransportError(what, host string, err error) error {
+	var terr *ggcrtransport.Error
+	if errors.As(err, &terr) {
+		e := &HTTPError{What: what, StatusCode: terr.StatusCode, Status: fmt.Sprintf("%d %s", terr.StatusCode, http.StatusText(terr.StatusCode))}
+		for _, d := range terr.Errors {
+			e.Codes = append(e.Codes, string(d.Code))
+			if e.Message == "" {
+				e.Message = d.Message
+			}
+		}
+		return e
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
