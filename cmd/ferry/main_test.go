@@ -1,0 +1,134 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/rogpeppe/go-internal/testscript"
+
+	"github.com/ferry-oci/ferry/internal/cli"
+	"github.com/ferry-oci/ferry/internal/regtest"
+)
+
+func TestMain(m *testing.M) {
+	testscript.Main(m, map[string]func(){
+		"ferry": func() { os.Exit(cli.Main(context.Background(), os.Args[1:], cli.StdStreams())) },
+	})
+}
+
+// TestScripts runs testdata/script/*.txtar against go-containerregistry's
+// registry. Each script gets:
+//
+//	REG             an open registry with app:v1, multi:v1 (two platforms) and versions:*
+//	AUTHREG         a registry that wants user alice, password s3cret, with app:v1
+//	APP_DIGEST, MULTI_DIGEST, VERSIONS_DIGEST, AUTH_APP_DIGEST
+//
+// The registries are shared by all scripts: a script that writes uses a
+// repository no other script reads.
+func TestScripts(t *testing.T) {
+	reg := regtest.GGCR(t, nil)
+	authreg := regtest.GGCR(t, map[string]string{"alice": "s3cret"})
+	vars := seed(t, reg, authreg, "alice", "s3cret")
+	testscript.Run(t, scriptParams("testdata/script", vars))
+}
+
+// scriptParams are the settings every script suite shares; vars are
+// extra KEY=VALUE environment entries.
+func scriptParams(dir string, vars []string) testscript.Params {
+	return testscript.Params{
+		Dir: "../../" + dir,
+		Setup: func(env *testscript.Env) error {
+			env.Setenv("HOME", env.WorkDir)
+			env.Setenv("DOCKER_CONFIG", env.WorkDir+"/.docker")
+			env.Setenv("XDG_CONFIG_HOME", env.WorkDir+"/.config")
+			// A race-enabled binary sleeps a second at exit by default;
+			// scripts run it hundreds of times.
+			env.Setenv("GORACE", strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
+			env.Vars = append(env.Vars, vars...)
+			return nil
+		},
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
+			"exitcode": cmdExitcode,
+			"sha256":   cmdSHA256,
+		},
+		RequireExplicitExec: true,
+	}
+}
+
+// seed pushes the images the scripts expect and returns their variables.
+func seed(t *testing.T, reg, authreg, user, pass string) []string {
+	vd := regtest.PushImage(t, reg+"/versions:latest", regtest.Image{Layers: 1}, "", "")
+	for _, tag := range []string{"1.0.0", "1.1.0", "1.2.0-rc1", "2.0.0", "sha256-" + strings.Repeat("a", 64) + ".sig"} {
+		if err := retag(reg+"/versions@"+vd, tag); err != nil {
+			t.Fatalf("tagging %s: %v", tag, err)
+		}
+	}
+	return []string{
+		"REG=" + reg,
+		"AUTHREG=" + authreg,
+		"APP_DIGEST=" + regtest.PushImage(t, reg+"/app:v1", regtest.Image{Layers: 2, Labels: map[string]string{"org.example.team": "ferry"}}, "", ""),
+		"MULTI_DIGEST=" + regtest.PushRandomIndex(t, reg+"/multi:v1", []string{"linux/amd64", "linux/arm64/v8"}, "", ""),
+		"VERSIONS_DIGEST=" + vd,
+		"AUTH_APP_DIGEST=" + regtest.PushImage(t, authreg+"/app:v1", regtest.Image{Layers: 1}, user, pass),
+	}
+}
+
+func retag(src, tag string) error {
+	ref, err := name.NewDigest(src)
+	if err != nil {
+		return err
+	}
+	desc, err := remote.Get(ref)
+	if err != nil {
+		return err
+	}
+	return remote.Tag(ref.Context().Tag(tag), desc)
+}
+
+// cmdExitcode runs a program and checks its exit code:
+//
+//	exitcode 2 ferry inspect
+func cmdExitcode(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 2 {
+		ts.Fatalf("usage: exitcode CODE program [args...]")
+	}
+	want, err := strconv.Atoi(args[0])
+	if err != nil {
+		ts.Fatalf("exitcode: %v", err)
+	}
+	err = ts.Exec(args[1], args[2:]...)
+	got := 0
+	var exit *exec.ExitError
+	switch {
+	case errors.As(err, &exit):
+		got = exit.ExitCode()
+	case err != nil:
+		ts.Fatalf("exitcode: %v", err)
+	}
+	if got != want {
+		ts.Fatalf("exit code %d, want %d", got, want)
+	}
+}
+
+// cmdSHA256 checks that a file (or stdout/stderr) hashes to a digest:
+//
+//	sha256 stdout sha256:...
+func cmdSHA256(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 2 {
+		ts.Fatalf("usage: sha256 file|stdout|stderr digest")
+	}
+	data := ts.ReadFile(args[0])
+	got := fmt.Sprintf("sha256:%x", sha256.Sum256([]byte(data)))
+	if (got == args[1]) == neg {
+		ts.Fatalf("%s hashes to %s, want %s%s", args[0], got, map[bool]string{true: "not "}[neg], args[1])
+	}
+}
