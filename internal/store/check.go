@@ -1,0 +1,96 @@
+package store
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"io"
+	"slices"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// Problem is one integrity problem found by Check.
+type Problem struct {
+	// Digest is the blob concerned, when there is one.
+	Digest digest.Digest
+	// Path is the slash-separated path of the file inside the layout (or
+	// archive), when there is one.
+	Path string
+	// Err says what is wrong and names the blob and who references it. It
+	// wraps ErrDigestMismatch, ErrSizeMismatch, ErrNotFound,
+	// ErrInvalidManifest or ErrInvalidDigest.
+	Err error
+}
+
+// Check verifies the whole layout: every blob under blobs/sha256 and
+// blobs/sha512 hashes to its name, and every manifest reachable from
+// index.json is present and parseable and has every blob and child manifest
+// it references present with the declared size (foreign layers may be
+// absent). It reads every byte of every blob. The problems come sorted by
+// path; the error is only for failures to read the layout at all, or a
+// cancelled ctx.
+func (s *Store) Check(ctx context.Context) ([]Problem, error) {
+	idx, err := s.readIndexFile()
+	if err != nil {
+		return nil, err
+	}
+	blobs, problems, err := s.listBlobs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return checkLayout(ctx, s, idx, blobs, problems)
+}
+
+// checkLayout hashes every blob of a layout and walks its graph.
+func checkLayout(ctx context.Context, src blobSource, idx *ocispec.Index, blobs []blobInfo, problems []Problem) ([]Problem, error) {
+	for _, b := range blobs {
+		p, err := hashBlob(ctx, src, b)
+		if err != nil {
+			return nil, err
+		}
+		if p != nil {
+			problems = append(problems, *p)
+		}
+	}
+	w := newWalker(src, true, func(p Problem) error {
+		problems = append(problems, p)
+		return nil
+	})
+	w.addRoots(idx)
+	if err := w.run(ctx); err != nil {
+		return nil, err
+	}
+	slices.SortStableFunc(problems, func(a, b Problem) int {
+		return cmp.Or(cmp.Compare(a.Path, b.Path), cmp.Compare(a.Digest, b.Digest))
+	})
+	return problems, nil
+}
+
+// hashBlob checks that blob b hashes to its name and has its listed size.
+func hashBlob(ctx context.Context, src blobSource, b blobInfo) (*Problem, error) {
+	rc, _, err := src.ReadBlob(ctx, b.digest)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return &Problem{Digest: b.digest, Path: b.path, Err: fmt.Errorf("reading blob %s: %w", b.digest, err)}, nil
+	}
+	defer rc.Close()
+	h := b.digest.Algorithm().Hash()
+	n, err := copyHashing(ctx, io.Discard, h, rc)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return &Problem{Digest: b.digest, Path: b.path, Err: fmt.Errorf("reading blob %s: %w", b.digest, err)}, nil
+	}
+	if n != b.size {
+		return &Problem{Digest: b.digest, Path: b.path, Err: fmt.Errorf("%w: blob %s: read %d bytes, the file is %d bytes", ErrSizeMismatch, b.digest, n, b.size)}, nil
+	}
+	if got := digest.NewDigest(b.digest.Algorithm(), h); got != b.digest {
+		return &Problem{Digest: b.digest, Path: b.path, Err: fmt.Errorf("%w: blob %s: its content hashes to %s: the file is corrupt; copy the image again", ErrDigestMismatch, b.digest, got)}, nil
+	}
+	return nil, nil
+}

@@ -1,0 +1,126 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// DefaultGrace is the grace period of GC when GCOptions.Grace is zero.
+const DefaultGrace = 10 * time.Minute
+
+// GCOptions tunes GC.
+type GCOptions struct {
+	// Grace protects blobs modified within this duration: they are never
+	// swept, so that a blob uploaded just before its manifest survives a GC
+	// that runs in between (ROBUSTNESS row 29). Zero means DefaultGrace; a
+	// negative value means no grace at all.
+	Grace time.Duration
+	// DryRun reports what would be removed and removes nothing.
+	DryRun bool
+}
+
+// GCReport says what GC removed (or, with DryRun, would remove).
+type GCReport struct {
+	// Removed lists the swept blobs, sorted.
+	Removed []digest.Digest
+	// RemovedBytes is the sum of their sizes.
+	RemovedBytes int64
+	// Kept counts the blobs left in place: reachable, or within the grace
+	// period.
+	Kept int
+	// TempRemoved counts stale temp files removed (never with DryRun).
+	TempRemoved int
+}
+
+// GC removes the blobs that nothing reachable from index.json uses.
+//
+// It marks, starting from every entry of index.json: manifests, the child
+// manifests of indexes, the config and layers of images, and, recursively,
+// every manifest whose subject is a marked manifest (referrers, found among
+// the blobs of at most 4 MiB). It then sweeps the unmarked blobs of
+// blobs/sha256 and blobs/sha512 that are older than the grace period, and
+// removes stale temp files.
+//
+// Safety first: if a reachable manifest is missing or cannot be parsed, GC
+// removes nothing and returns an error naming it. GC holds the index lock
+// while it marks and sweeps, so no index.json update interleaves with it.
+func (s *Store) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
+	grace := opts.Grace
+	switch {
+	case grace == 0:
+		grace = DefaultGrace
+	case grace < 0:
+		grace = 0
+	}
+	unlock, err := s.lock(ctx)
+	if err != nil {
+		return GCReport{}, err
+	}
+	defer unlock()
+
+	idx, err := s.readIndexFile()
+	if err != nil {
+		return GCReport{}, err
+	}
+	blobs, _, err := s.listBlobs(ctx)
+	if err != nil {
+		return GCReport{}, err
+	}
+	w := newWalker(s, false, func(p Problem) error {
+		return fmt.Errorf("garbage collection of OCI layout %s stopped before removing anything: %w (restore or remove the index.json entry that needs it, then retry)", s.dir, p.Err)
+	})
+	w.addRoots(idx)
+	if err := w.run(ctx); err != nil {
+		return GCReport{}, err
+	}
+	if err := w.addReferrers(ctx, blobs); err != nil {
+		return GCReport{}, err
+	}
+
+	var rep GCReport
+	cutoff := time.Now().Add(-grace)
+	for _, b := range blobs {
+		if err := ctx.Err(); err != nil {
+			return rep, fmt.Errorf("garbage collection of OCI layout %s: %w", s.dir, err)
+		}
+		if _, ok := w.marked[b.digest]; ok || b.mtime.After(cutoff) {
+			rep.Kept++
+			continue
+		}
+		if !opts.DryRun {
+			p := filepath.Join(s.dir, filepath.FromSlash(b.path))
+			// A writer may have touched the blob since it was listed.
+			fi, err := os.Lstat(p)
+			if errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			if err == nil && fi.ModTime().After(cutoff) {
+				rep.Kept++
+				continue
+			}
+			if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				slices.Sort(rep.Removed)
+				return rep, fmt.Errorf("garbage collection of OCI layout %s: removing blob %s: %w", s.dir, b.digest, err)
+			}
+		}
+		rep.Removed = append(rep.Removed, b.digest)
+		rep.RemovedBytes += b.size
+	}
+	slices.Sort(rep.Removed)
+	if !opts.DryRun {
+		n, err := s.cleanTemp()
+		rep.TempRemoved = n
+		if err != nil {
+			return rep, err
+		}
+	}
+	return rep, nil
+}
