@@ -1,3 +1,5 @@
+// Package image reads images from any endpoint: it resolves references,
+// selects platforms from an index, and lists and selects tags.
 package image
 
 import (
@@ -55,7 +57,7 @@ func Inspect(ctx context.Context, r transfer.Reader, ref transfer.Reference, opt
 	}
 	rep := &Report{Reference: ref.String()}
 	if m.IsIndex() && opts.Platform != nil {
-		d, err := SelectPlatform(m, *opts.Platform)
+		d, err := transfer.SelectPlatform(m, *opts.Platform)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", ref, err)
 		}

@@ -57,23 +57,23 @@ func TestSelectPlatform(t *testing.T) {
 		{Digest: "sha256:5", Platform: &ocispec.Platform{OS: "unknown", Architecture: "unknown"}},
 	}}
 	for in, want := range map[string]string{"linux/amd64": "sha256:1", "linux/arm/v7": "sha256:3", "linux/arm64": "sha256:4", "linux/arm64/v8": "sha256:4", "linux/arm": "sha256:2"} {
-		p, err := ParsePlatform(in)
+		p, err := transfer.ParsePlatform(in)
 		if err != nil {
 			t.Fatal(err)
 		}
-		d, err := SelectPlatform(idx, p)
+		d, err := transfer.SelectPlatform(idx, p)
 		if err != nil || string(d.Digest) != want {
 			t.Errorf("%s: got %s, %v; want %s", in, d.Digest, err, want)
 		}
 	}
-	p, _ := ParsePlatform("windows/amd64")
-	_, err := SelectPlatform(idx, p)
+	p, _ := transfer.ParsePlatform("windows/amd64")
+	_, err := transfer.SelectPlatform(idx, p)
 	if err == nil || !strings.Contains(err.Error(), "windows/amd64") || !strings.Contains(err.Error(), "linux/arm/v7") || strings.Contains(err.Error(), "unknown") {
 		t.Errorf("missing platform: err = %v, want it to name the platform and list the others", err)
 	}
 	for _, bad := range []string{"linux", "linux/", "/amd64", "a/b/c/d", "linux/arm/"} {
-		if _, err := ParsePlatform(bad); err == nil {
-			t.Errorf("ParsePlatform(%q) succeeded", bad)
+		if _, err := transfer.ParsePlatform(bad); err == nil {
+			t.Errorf("transfer.ParsePlatform(%q) succeeded", bad)
 		}
 	}
 }

@@ -37,6 +37,7 @@ type verifier struct {
 	n        int64
 	what     string
 	finished bool
+	err      error // the verification failure, once there is one
 }
 
 // newVerifier wraps r; size < 0 skips the size check.
@@ -53,14 +54,17 @@ func (v *verifier) Read(p []byte) (int, error) {
 	v.h.Write(p[:n])
 	v.n += int64(n)
 	if v.size >= 0 && v.n > v.size {
-		return n, fmt.Errorf("%w: %s: more than the declared %d bytes", ErrSizeMismatch, v.what, v.size)
+		v.err = fmt.Errorf("%w: %s: more than the declared %d bytes", ErrSizeMismatch, v.what, v.size)
+		return n, v.err
 	}
 	if err == io.EOF && !v.finished {
 		if v.size >= 0 && v.n != v.size {
-			return n, fmt.Errorf("%w: %s: got %d bytes, expected %d", ErrSizeMismatch, v.what, v.n, v.size)
+			v.err = fmt.Errorf("%w: %s: got %d bytes, expected %d", ErrSizeMismatch, v.what, v.n, v.size)
+			return n, v.err
 		}
 		if got := digest.NewDigest(v.want.Algorithm(), v.h); got != v.want {
-			return n, fmt.Errorf("%w: %s: content hashes to %s", ErrDigestMismatch, v.what, got)
+			v.err = fmt.Errorf("%w: %s: content hashes to %s", ErrDigestMismatch, v.what, got)
+			return n, v.err
 		}
 		v.finished = true
 	}

@@ -3,11 +3,13 @@ package transfer
 import (
 	"context"
 	"fmt"
+	"io"
 	"regexp"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // Kind says where content lives.
@@ -167,7 +169,7 @@ func ValidRepositoryPath(s string) bool {
 }
 
 // Reader reads manifests, small blobs and tags from an endpoint. A registry
-// Repository implements it; so will the layout store.
+// Repository implements it, and so does a Layout.
 type Reader interface {
 	// Manifest fetches and validates the manifest for a tag or digest.
 	Manifest(ctx context.Context, identifier string) (*Manifest, error)
@@ -178,4 +180,45 @@ type Reader interface {
 	FetchBlob(ctx context.Context, d digest.Digest, size, limit int64) ([]byte, error)
 	// Tags lists every tag within the options' caps.
 	Tags(ctx context.Context, opts TagOptions) ([]string, error)
+}
+
+// Source is an endpoint content is copied from.
+type Source interface {
+	Reader
+	// String names the endpoint for messages: host/repo, oci:DIR, ...
+	String() string
+	// OpenBlob streams a blob from offset (for resuming after a reset).
+	// The stream is not verified: the copy engine checks digest and size.
+	OpenBlob(ctx context.Context, desc ocispec.Descriptor, offset int64) (io.ReadCloser, error)
+	// Referrers lists the manifests whose subject is the given manifest,
+	// at most limit of them (ROBUSTNESS rows 13, 33).
+	Referrers(ctx context.Context, subject ocispec.Descriptor, limit int) ([]ocispec.Descriptor, error)
+}
+
+// Target is an endpoint content is copied to.
+type Target interface {
+	// String names the endpoint for messages.
+	String() string
+	// BlobExists reports whether the target already has the blob.
+	BlobExists(ctx context.Context, desc ocispec.Descriptor) (bool, error)
+	// WriteBlob stores exactly desc.Size bytes read from r. r is verified
+	// by the engine as it is read and fails instead of ending when the
+	// content is wrong; a target must not keep a blob whose body failed.
+	WriteBlob(ctx context.Context, desc ocispec.Descriptor, r io.Reader) error
+	// ManifestExists reports whether the target has the manifest.
+	ManifestExists(ctx context.Context, desc ocispec.Descriptor) (bool, error)
+	// PutManifest stores m under its digest and, when tag is not empty,
+	// points tag at it. Everything m references is already there.
+	PutManifest(ctx context.Context, m *Manifest, tag string) error
+	// TagDigest returns what tag points at, or an error wrapping
+	// ErrNotFound.
+	TagDigest(ctx context.Context, tag string) (digest.Digest, error)
+}
+
+// Mounter is a Target that can take a blob from another repository of the
+// same registry without moving its bytes.
+type Mounter interface {
+	// Mount asks for desc to be mounted from src; false means the target
+	// could not, and the blob must be copied.
+	Mount(ctx context.Context, desc ocispec.Descriptor, src Source) (bool, error)
 }

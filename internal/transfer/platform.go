@@ -1,21 +1,17 @@
-// Package image reads images from any endpoint: it resolves references,
-// selects platforms from an index, and lists and selects tags.
-package image
+package transfer
 
 import (
 	"fmt"
 	"strings"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-
-	"github.com/ferry-oci/ferry/internal/transfer"
 )
 
 // ParsePlatform parses "os/arch[/variant]", e.g. "linux/arm64/v8".
 func ParsePlatform(s string) (ocispec.Platform, error) {
 	parts := strings.Split(s, "/")
 	if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || parts[1] == "" || (len(parts) == 3 && parts[2] == "") {
-		return ocispec.Platform{}, fmt.Errorf("%w: platform %q: expected os/arch[/variant], e.g. linux/amd64 or linux/arm/v7", transfer.ErrInvalidReference, s)
+		return ocispec.Platform{}, fmt.Errorf("%w: platform %q: expected os/arch[/variant], e.g. linux/amd64 or linux/arm/v7", ErrInvalidReference, s)
 	}
 	p := ocispec.Platform{OS: parts[0], Architecture: parts[1]}
 	if len(parts) == 3 {
@@ -57,7 +53,7 @@ func normVariant(p ocispec.Platform) string {
 
 // SelectPlatform picks the descriptor in an index for want. A variant-less
 // want prefers the entry with no variant or arm64's v8, then the first match.
-func SelectPlatform(index *transfer.Manifest, want ocispec.Platform) (ocispec.Descriptor, error) {
+func SelectPlatform(index *Manifest, want ocispec.Platform) (ocispec.Descriptor, error) {
 	var matches []ocispec.Descriptor
 	for _, d := range index.Manifests {
 		if d.Platform != nil && MatchPlatform(want, *d.Platform) {
@@ -71,7 +67,7 @@ func SelectPlatform(index *transfer.Manifest, want ocispec.Platform) (ocispec.De
 				have = append(have, FormatPlatform(d.Platform))
 			}
 		}
-		return ocispec.Descriptor{}, fmt.Errorf("%w: no manifest for platform %s in index %s (it has: %s)", transfer.ErrNotFound, FormatPlatform(&want), index.Descriptor.Digest, strings.Join(have, ", "))
+		return ocispec.Descriptor{}, fmt.Errorf("%w: no manifest for platform %s in index %s (it has: %s)", ErrNotFound, FormatPlatform(&want), index.Descriptor.Digest, strings.Join(have, ", "))
 	}
 	for _, d := range matches {
 		if want.Variant == "" && (d.Platform.Variant == "" || normVariant(*d.Platform) == "v8") {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -34,11 +35,16 @@ type Repository struct {
 	Name          name.Repository
 	client        *http.Client
 	manifestLimit int64
+	// noSinglePost is set once the registry turned down a single-POST
+	// upload, so that later blobs go straight to POST + PUT.
+	noSinglePost atomic.Bool
 }
 
 // Open performs the registry's auth handshake for repo, with push access
-// when push is set, and returns a client for it.
-func (r *Remote) Open(ctx context.Context, repo name.Repository, push bool) (*Repository, error) {
+// when push is set, and returns a client for it. mountFrom names
+// repositories of the same registry to ask pull access for as well, so
+// that blobs can be mounted from them.
+func (r *Remote) Open(ctx context.Context, repo name.Repository, push bool, mountFrom ...name.Repository) (*Repository, error) {
 	host := repo.RegistryStr()
 	rt, err := r.Transport(host)
 	if err != nil {
@@ -55,7 +61,13 @@ func (r *Remote) Open(ctx context.Context, repo name.Repository, push bool) (*Re
 	if push {
 		scope = repo.Scope(ggcrtransport.PushScope)
 	}
-	art, err := ggcrtransport.NewWithContext(ctx, repo.Registry, auth, rt, []string{scope})
+	scopes := []string{scope}
+	for _, m := range mountFrom {
+		if m.RegistryStr() == host && m.RepositoryStr() != repo.RepositoryStr() {
+			scopes = append(scopes, m.Scope(ggcrtransport.PullScope))
+		}
+	}
+	art, err := ggcrtransport.NewWithContext(ctx, repo.Registry, auth, rt, scopes)
 	if err != nil {
 		return nil, wrapTransportError(fmt.Sprintf("connecting to %s", host), host, err)
 	}
@@ -293,6 +305,7 @@ func refSep(identifier string) string {
 // HTTPError is an unexpected answer from a registry.
 type HTTPError struct {
 	What       string // what ferry was doing, naming the operand
+	Host       string // the registry, for the login hint
 	StatusCode int
 	Status     string
 	Codes      []string // error codes from the body, e.g. MANIFEST_UNKNOWN
@@ -300,18 +313,24 @@ type HTTPError struct {
 }
 
 func (e *HTTPError) Error() string {
-	msg := fmt.Sprintf("%s: %s", e.What, e.Status)
+	detail := e.Status
 	if len(e.Codes) > 0 {
-		msg += ": " + strings.Join(e.Codes, ", ")
+		detail += ": " + strings.Join(e.Codes, ", ")
 	}
 	if e.Message != "" {
-		msg += ": " + e.Message
+		detail += ": " + e.Message
 	}
 	switch e.StatusCode {
+	case http.StatusNotFound:
+		return fmt.Sprintf("%s: not found (%s)", e.What, detail)
 	case http.StatusUnauthorized, http.StatusForbidden:
-		msg += " (check your credentials: ferry login HOST)"
+		host := e.Host
+		if host == "" {
+			host = "HOST"
+		}
+		return fmt.Sprintf("%s: access denied (%s); check your credentials with: ferry login %s", e.What, detail, host)
 	}
-	return msg
+	return fmt.Sprintf("%s: %s", e.What, detail)
 }
 
 // Unwrap maps the status to ErrNotFound or ErrUnauthorized.
@@ -327,6 +346,9 @@ func (e *HTTPError) Unwrap() error {
 
 func responseError(resp *http.Response, what string) error {
 	e := &HTTPError{What: what, StatusCode: resp.StatusCode, Status: resp.Status}
+	if resp.Request != nil && resp.Request.URL != nil {
+		e.Host = resp.Request.URL.Host
+	}
 	if e.Status == "" {
 		e.Status = fmt.Sprintf("%d %s", resp.StatusCode, http.StatusText(resp.StatusCode))
 	}
@@ -355,7 +377,7 @@ func responseError(resp *http.Response, what string) error {
 func wrapTransportError(what, host string, err error) error {
 	var terr *ggcrtransport.Error
 	if errors.As(err, &terr) {
-		e := &HTTPError{What: what, StatusCode: terr.StatusCode, Status: fmt.Sprintf("%d %s", terr.StatusCode, http.StatusText(terr.StatusCode))}
+		e := &HTTPError{What: what, Host: host, StatusCode: terr.StatusCode, Status: fmt.Sprintf("%d %s", terr.StatusCode, http.StatusText(terr.StatusCode))}
 		for _, d := range terr.Errors {
 			e.Codes = append(e.Codes, string(d.Code))
 			if e.Message == "" {
