@@ -4,7 +4,7 @@
 #
 #   - docker-registry (distribution v2) and skopeo, the Debian packages, which
 #     the interop tests run against and compare with;
-#   - staticcheck and crane, with `go install`, at the versions pinned below,
+#   - staticcheck, crane and cosign, with `go install`, at the versions pinned below,
 #     into GOBIN (or GOPATH/bin), which the Makefile puts first on PATH.
 #
 # It is idempotent and prints one line for each thing it installs, nothing
@@ -14,8 +14,7 @@ set -euo pipefail
 # Pinned tool versions. Bump them here, and only here.
 STATICCHECK_VERSION=v0.8.2 # honnef.co/go/tools; must support the Go release in go.mod
 CRANE_VERSION=v0.22.1      # keep in step with go-containerregistry in go.mod
-# cosign, for the signing interop tests, will be pinned here as well:
-# COSIGN_VERSION=...
+COSIGN_VERSION=v2.6.5     # the cosign CLI, for the signature interop tests
 
 log() { echo "install-test-deps: $*"; }
 die() { echo "install-test-deps: $*" >&2; exit 1; }
@@ -91,4 +90,4 @@ go_install() {
 
 go_install staticcheck honnef.co/go/tools/cmd/staticcheck "$STATICCHECK_VERSION"
 go_install crane github.com/google/go-containerregistry/cmd/crane "$CRANE_VERSION"
-# go_install cosign github.com/sigstore/cosign/v2/cmd/cosign "$COSIGN_VERSION"
+go_install cosign github.com/sigstore/cosign/v2/cmd/cosign "$COSIGN_VERSION"

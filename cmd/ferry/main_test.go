@@ -31,6 +31,8 @@ func TestMain(m *testing.M) {
 //	REG             an open registry with app:v1, multi:v1 (two platforms) and versions:*
 //	AUTHREG         a registry that wants user alice, password s3cret, with app:v1
 //	APP_DIGEST, MULTI_DIGEST, VERSIONS_DIGEST, AUTH_APP_DIGEST
+//	SIGNED_DIGEST   signed:v1, with a cosign-style signature tag (SIG_DIGEST)
+//	                and an OCI 1.1 referrer (SBOM_DIGEST)
 //
 // The registries are shared by all scripts: a script that writes uses a
 // repository no other script reads.
@@ -72,7 +74,11 @@ func seed(t *testing.T, reg, authreg, user, pass string) []string {
 			t.Fatalf("tagging %s: %v", tag, err)
 		}
 	}
+	signed := regtest.PushImage(t, reg+"/signed:v1", regtest.Image{Layers: 1}, "", "")
 	return []string{
+		"SIGNED_DIGEST=" + signed,
+		"SIG_DIGEST=" + regtest.PushSignature(t, reg+"/signed", signed, "", ""),
+		"SBOM_DIGEST=" + regtest.PushReferrer(t, reg+"/signed", signed, "application/vnd.example.sbom", "", ""),
 		"REG=" + reg,
 		"AUTHREG=" + authreg,
 		"APP_DIGEST=" + regtest.PushImage(t, reg+"/app:v1", regtest.Image{Layers: 2, Labels: map[string]string{"org.example.team": "ferry"}}, "", ""),

@@ -40,10 +40,15 @@ func usageErrorf(format string, args ...any) error {
 // PartialError reports that some items of a batch failed.
 type PartialError struct {
 	Failed, Total int
+	What          string // what the items are: "tags", "images"; default "items"
 }
 
 func (e *PartialError) Error() string {
-	return fmt.Sprintf("%d of %d items failed", e.Failed, e.Total)
+	what := e.What
+	if what == "" {
+		what = "items"
+	}
+	return fmt.Sprintf("%d of %d %s failed", e.Failed, e.Total, what)
 }
 
 // ExitCode is the one place an error becomes an exit code. ctx is the

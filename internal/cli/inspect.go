@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ferry-oci/ferry/internal/image"
+	"github.com/ferry-oci/ferry/internal/transfer"
 )
 
 type inspectOptions struct {
@@ -67,17 +68,18 @@ func (o *inspectOptions) run(cmd *cobra.Command, g *globalOptions, arg string) e
 	}
 	var opts image.InspectOptions
 	if o.platform != "" {
-		p, err := image.ParsePlatform(o.platform)
+		p, err := transfer.ParsePlatform(o.platform)
 		if err != nil {
 			return err
 		}
 		opts.Platform = &p
 	}
 	opts.Config = !o.raw && !o.digest
-	r, ref, err := g.openReader(ctx, arg, limit)
+	r, ref, closeSrc, err := g.openSource(ctx, arg, limit)
 	if err != nil {
 		return err
 	}
+	defer closeSrc()
 	rep, err := image.Inspect(ctx, r, ref, opts)
 	if err != nil {
 		return err
@@ -117,7 +119,7 @@ func writeInspectText(g *globalOptions, rep *image.Report) error {
 		fmt.Fprintf(w, "Artifact type:\t%s\n", rep.ArtifactType)
 	}
 	if rep.Platform != nil {
-		fmt.Fprintf(w, "Platform:\t%s\n", image.FormatPlatform(rep.Platform))
+		fmt.Fprintf(w, "Platform:\t%s\n", transfer.FormatPlatform(rep.Platform))
 	}
 	if rep.Created != nil {
 		fmt.Fprintf(w, "Created:\t%s\n", rep.Created.UTC().Format(time.RFC3339))
@@ -174,5 +176,5 @@ func platformOrDash(p *ocispec.Platform) string {
 	if p == nil {
 		return "-"
 	}
-	return image.FormatPlatform(p)
+	return transfer.FormatPlatform(p)
 }

@@ -137,21 +137,15 @@ func (g *globalOptions) parseReference(s string) (transfer.Reference, error) {
 	return transfer.ParseReference(s, g.insecure)
 }
 
-// openRegistry parses s, which must name a registry, and opens its
-// repository for reading.
-func (g *globalOptions) openReader(ctx context.Context, s string, manifestLimit int64) (transfer.Reader, transfer.Reference, error) {
-	ref, err := g.parseReference(s)
+// openSource parses s, a reference to any endpoint, and opens it for
+// reading. The caller calls close when done.
+func (g *globalOptions) openSource(ctx context.Context, s string, manifestLimit int64) (src transfer.Source, ref transfer.Reference, close func() error, err error) {
+	ref, err = g.parseReference(s)
 	if err != nil {
-		return nil, ref, err
+		return nil, ref, nil, err
 	}
-	if ref.Kind != transfer.KindRegistry {
-		return nil, ref, usageErrorf("%s: %s: endpoints are not supported by this command yet; use a registry reference", s, ref.Kind)
-	}
-	repo, err := g.remote(manifestLimit).Open(ctx, ref.Repo, false)
-	if err != nil {
-		return nil, ref, err
-	}
-	return repo, ref, nil
+	src, close, err = g.remote(manifestLimit).OpenSource(ctx, ref)
+	return src, ref, close, err
 }
 
 func fixedCompletion(values ...string) func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {

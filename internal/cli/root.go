@@ -102,6 +102,7 @@ References name an endpoint:
 		newLogoutCmd(g),
 		newInspectCmd(g),
 		newTagsCmd(g),
+		newCopyCmd(g),
 	)
 	// Remember which command is running, for the usage hint on errors.
 	for _, c := range root.Commands() {

@@ -90,13 +90,25 @@ func (o *tagsOptions) run(cmd *cobra.Command, g *globalOptions, arg string) erro
 	if o.jobs < 1 {
 		return usageErrorf("--jobs %d: expected at least 1", o.jobs)
 	}
-	repoName, err := transfer.ParseRepository(arg, g.insecure)
-	if err != nil {
-		return err
-	}
-	repo, err := g.remote(0).Open(ctx, repoName, false)
-	if err != nil {
-		return err
+	var repo transfer.Source
+	if ref, err := g.parseReference(arg); err == nil && ref.Kind != transfer.KindRegistry {
+		if ref.Tag != "" || ref.Digest != "" {
+			return usageErrorf("%s: expected a layout without a tag, e.g. %s:%s", arg, ref.Kind, ref.Path)
+		}
+		src, closeSrc, err := g.remote(0).OpenSource(ctx, ref)
+		if err != nil {
+			return err
+		}
+		defer closeSrc()
+		repo = src
+	} else {
+		repoName, err := transfer.ParseRepository(arg, g.insecure)
+		if err != nil {
+			return err
+		}
+		if repo, err = g.remote(0).Open(ctx, repoName, false); err != nil {
+			return err
+		}
 	}
 	all, err := repo.Tags(ctx, transfer.TagOptions{})
 	if err != nil {

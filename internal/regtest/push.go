@@ -1,7 +1,9 @@
 package regtest
 
 import (
+	"fmt"
 	"net"
+	"strings"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -11,6 +13,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
@@ -170,6 +173,64 @@ func PushImage(t testing.TB, ref string, spec Image, user, pass string) string {
 	d, err := img.Digest()
 	if err != nil {
 		t.Fatalf("regtest: digest of %s: %v", ref, err)
+	}
+	return d.String()
+}
+
+// PushSignature pushes a cosign-style signature for the manifest subject
+// (a "sha256:…" digest) in repo ("host:port/repo"): an OCI image with one
+// simple-signing layer, tagged sha256-<hex>.sig as cosign tags it. The
+// signature is not cryptographically valid; it is content to carry. It
+// returns the signature manifest's digest.
+func PushSignature(t testing.TB, repo, subject, user, pass string) string {
+	t.Helper()
+	hex := strings.TrimPrefix(subject, "sha256:")
+	r := parseRef(t, repo+":sha256-"+hex+".sig")
+	payload := fmt.Sprintf(`{"critical":{"identity":{"docker-reference":%q},"image":{"docker-manifest-digest":%q},"type":"cosign container image signature"},"optional":null}`, repo, subject)
+	layer := static.NewLayer([]byte(payload), "application/vnd.dev.cosign.simplesigning.v1+json")
+	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
+	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
+	img, err := mutate.Append(img, mutate.Addendum{Layer: layer, Annotations: map[string]string{"dev.cosignproject.cosign/signature": "MEUCIQ-not-a-real-signature"}})
+	if err != nil {
+		t.Fatalf("regtest: making a signature: %v", err)
+	}
+	if err := remote.Write(r, img, remoteOptions(t, user, pass)...); err != nil {
+		t.Fatalf("regtest: pushing %s: %v", r, err)
+	}
+	d, err := img.Digest()
+	if err != nil {
+		t.Fatalf("regtest: digest of %s: %v", r, err)
+	}
+	return d.String()
+}
+
+// PushReferrer pushes an OCI 1.1 artifact manifest whose subject is the
+// manifest subject ("sha256:…") in repo, with the given artifactType, by
+// digest only, and returns its digest. The registry's referrers API (or
+// its absence) decides how it can be found.
+func PushReferrer(t testing.TB, repo, subject, artifactType, user, pass string) string {
+	t.Helper()
+	r := parseRef(t, repo+"@"+subject)
+	opts := remoteOptions(t, user, pass)
+	desc, err := remote.Head(r, opts...)
+	if err != nil {
+		t.Fatalf("regtest: looking up %s: %v", r, err)
+	}
+	layer := static.NewLayer([]byte(`{"sbom":"`+artifactType+`"}`), types.MediaType("application/json"))
+	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
+	img = mutate.ConfigMediaType(img, types.MediaType(artifactType))
+	img, err = mutate.AppendLayers(img, layer)
+	if err != nil {
+		t.Fatalf("regtest: making a referrer: %v", err)
+	}
+	img = mutate.Subject(img, v1.Descriptor{MediaType: desc.MediaType, Digest: desc.Digest, Size: desc.Size}).(v1.Image)
+	d, err := img.Digest()
+	if err != nil {
+		t.Fatalf("regtest: digest of a referrer: %v", err)
+	}
+	dst := r.Context().Digest(d.String())
+	if err := remote.Write(dst, img, opts...); err != nil {
+		t.Fatalf("regtest: pushing %s: %v", dst, err)
 	}
 	return d.String()
 }
