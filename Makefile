@@ -27,7 +27,7 @@ LDFLAGS := -s -w \
 	-X $(PKG)/internal/cli.date=$(DATE)
 
 # What the tests and linters need; scripts/install-test-deps.sh installs it.
-TEST_DEPS := docker-registry skopeo staticcheck crane
+TEST_DEPS := docker-registry skopeo staticcheck crane cosign
 DEPS_CHECK := for d in $(TEST_DEPS); do command -v "$$d" >/dev/null 2>&1 || exit 1; done
 # Install the dependencies only when one is missing.
 ENSURE_DEPS := ( $(DEPS_CHECK) ) || bash scripts/install-test-deps.sh
@@ -67,9 +67,8 @@ completions: ## regenerate the shell completion scripts in completions/
 		echo "$$file"; \
 	done
 
-bench: ## run the benchmarks (scripts/bench.sh)
-	@if [ -f scripts/bench.sh ]; then bash scripts/bench.sh; \
-	else echo "no benchmarks yet: scripts/bench.sh is not present"; fi
+bench: ## copy benchmarks against crane, regctl and skopeo (docs/benchmarks.md); BENCHFLAGS=-quick for a quick check
+	bash scripts/bench.sh $(BENCHFLAGS)
 
 demo: build ## run ferry end to end against an ephemeral local registry
 	bash scripts/demo.sh

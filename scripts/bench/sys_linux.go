@@ -1,0 +1,30 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"syscall"
+)
+
+// isolate puts cmd in its own process group, which cancelling kills whole,
+// and has the kernel kill it if this process dies first (even by SIGKILL).
+func isolate(cmd *exec.Cmd) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+}
+
+// dieWithParent has the kernel kill cmd if this process dies first.
+func dieWithParent(cmd *exec.Cmd) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+}
+
+func closeOnExec(f *os.File) { syscall.CloseOnExec(int(f.Fd())) }
+
+// maxRSS is the peak resident set of the finished process, in bytes.
+func maxRSS(ps *os.ProcessState) (int64, bool) {
+	ru, ok := ps.SysUsage().(*syscall.Rusage)
+	if !ok {
+		return 0, false
+	}
+	return ru.Maxrss * 1024, true // KiB on Linux
+}

@@ -1,0 +1,18 @@
+//go:build !linux
+
+package main
+
+import (
+	"os"
+	"os/exec"
+)
+
+// isolate: elsewhere than Linux, cancelling kills the process only.
+func isolate(*exec.Cmd) {}
+
+func dieWithParent(*exec.Cmd) {}
+
+func closeOnExec(*os.File) {}
+
+// maxRSS is left unknown elsewhere than Linux (ru_maxrss units differ).
+func maxRSS(*os.ProcessState) (int64, bool) { return 0, false }
