@@ -103,6 +103,7 @@ References name an endpoint:
 		newInspectCmd(g),
 		newTagsCmd(g),
 		newCopyCmd(g),
+		newGCCmd(g),
 	)
 	// Remember which command is running, for the usage hint on errors.
 	for _, c := range root.Commands() {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -25,6 +26,12 @@ type GCOptions struct {
 	Grace time.Duration
 	// DryRun reports what would be removed and removes nothing.
 	DryRun bool
+	// Untagged drops the index.json entries without a ref.name that
+	// nothing kept needs (an image pushed by digest and never tagged),
+	// and then sweeps what only they used. An untagged entry stays when
+	// it is reachable from a tagged one or refers (subject) to something
+	// kept: signatures and SBOMs of kept images survive.
+	Untagged bool
 }
 
 // GCReport says what GC removed (or, with DryRun, would remove).
@@ -38,6 +45,8 @@ type GCReport struct {
 	Kept int
 	// TempRemoved counts stale temp files removed (never with DryRun).
 	TempRemoved int
+	// Dropped lists the untagged index.json entries removed (Untagged).
+	Dropped []ocispec.Descriptor
 }
 
 // GC removes the blobs that nothing reachable from index.json uses.
@@ -77,7 +86,27 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 	w := newWalker(s, false, func(p Problem) error {
 		return fmt.Errorf("garbage collection of OCI layout %s stopped before removing anything: %w (restore or remove the index.json entry that needs it, then retry)", s.dir, p.Err)
 	})
-	w.addRoots(idx)
+	cutoff := time.Now().Add(-grace)
+	recent := map[digest.Digest]bool{}
+	for _, b := range blobs {
+		if b.mtime.After(cutoff) {
+			recent[b.digest] = true
+		}
+	}
+	roots := idx
+	if opts.Untagged {
+		// Tagged entries are roots, and so are untagged ones written within
+		// the grace period: a push by digest whose tag is yet to come.
+		kept := *idx
+		kept.Manifests = nil
+		for _, d := range idx.Manifests {
+			if d.Annotations[ocispec.AnnotationRefName] != "" || recent[d.Digest] {
+				kept.Manifests = append(kept.Manifests, d)
+			}
+		}
+		roots = &kept
+	}
+	w.addRoots(roots)
 	if err := w.run(ctx); err != nil {
 		return GCReport{}, err
 	}
@@ -86,7 +115,11 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 	}
 
 	var rep GCReport
-	cutoff := time.Now().Add(-grace)
+	if opts.Untagged {
+		if err := s.dropUntagged(ctx, idx, w.marked, opts.DryRun, &rep); err != nil {
+			return rep, err
+		}
+	}
 	for _, b := range blobs {
 		if err := ctx.Err(); err != nil {
 			return rep, fmt.Errorf("garbage collection of OCI layout %s: %w", s.dir, err)
@@ -123,4 +156,24 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 		}
 	}
 	return rep, nil
+}
+
+// dropUntagged removes the untagged index entries GC did not mark (the
+// recent ones were roots, so they are marked). The caller holds the lock.
+func (s *Store) dropUntagged(ctx context.Context, idx *ocispec.Index, marked map[digest.Digest]struct{}, dryRun bool, rep *GCReport) error {
+	keep := idx.Manifests[:0:0]
+	for _, d := range idx.Manifests {
+		if _, ok := marked[d.Digest]; ok || d.Annotations[ocispec.AnnotationRefName] != "" {
+			keep = append(keep, d)
+			continue
+		}
+		rep.Dropped = append(rep.Dropped, d)
+	}
+	if len(rep.Dropped) == 0 || dryRun {
+		return nil
+	}
+	return s.updateLocked(ctx, func(cur *ocispec.Index) error {
+		cur.Manifests = keep
+		return nil
+	})
 }

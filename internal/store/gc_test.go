@@ -314,6 +314,9 @@ func TestGCWaitsForUpdate(t *testing.T) {
 }
 
 func TestGCAndOpenRemoveStaleTemp(t *testing.T) {
+	if !tempLocks {
+		t.Skip("temp files are not locked on this platform; they are cleaned by age")
+	}
 	s := newStore(t)
 	ctx := context.Background()
 	u, err := s.NewUpload(digest.SHA256)
@@ -364,6 +367,9 @@ func TestGCAndOpenRemoveStaleTemp(t *testing.T) {
 // A temp file that a writer in another process is still writing survives
 // Open's and GC's cleanup, and the writer then commits it.
 func TestStaleTempCleanupSparesOtherProcess(t *testing.T) {
+	if !tempLocks {
+		t.Skip("temp files are not locked on this platform; they are cleaned by age")
+	}
 	s := newStore(t)
 	cmd := runHelper(t, s.Dir(), "hold-upload", ocispec.Descriptor{}, 0)
 	stdin, err := cmd.StdinPipe()
@@ -407,4 +413,83 @@ func TestStaleTempCleanupSparesOtherProcess(t *testing.T) {
 		t.Errorf("stored %q", got)
 	}
 	assertNoTemp(t, s)
+}
+
+// TestGCUntagged drops an image pushed by digest and never tagged, with its
+// blobs, and keeps the signature of a tagged image, an untagged child of a
+// tagged index and the tagged image itself.
+func TestGCUntagged(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	img := putImage(t, s, "app:v1", "app layer")
+	sig := putReferrer(t, s, img.manifest, "application/vnd.example.sig", nil)
+	loose := putImage(t, s, "", "loose layer")
+	ageAll(t, s, time.Hour)
+
+	for _, dry := range []bool{true, false} {
+		rep, err := s.GC(ctx, GCOptions{Untagged: true, DryRun: dry})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rep.Dropped) != 1 || rep.Dropped[0].Digest != loose.manifest.Digest {
+			t.Fatalf("dry run %v: dropped %v, want only %s", dry, rep.Dropped, loose.manifest.Digest)
+		}
+		for _, d := range []digest.Digest{loose.manifest.Digest, loose.config.Digest, loose.layers[0].Digest} {
+			if !slices.Contains(rep.Removed, d) {
+				t.Errorf("dry run %v: %s not swept", dry, d)
+			}
+		}
+	}
+	for _, d := range []digest.Digest{img.manifest.Digest, img.layers[0].Digest, sig.Digest} {
+		if _, err := s.Stat(ctx, d); err != nil {
+			t.Errorf("kept content %s: %v", d, err)
+		}
+	}
+	if _, err := s.Stat(ctx, loose.layers[0].Digest); !errors.Is(err, ErrNotFound) {
+		t.Errorf("loose layer still there: %v", err)
+	}
+	idx, err := s.Index(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(idx.Manifests) != 2 {
+		t.Errorf("index.json has %d entries, want the tag and the signature", len(idx.Manifests))
+	}
+	if refs, _ := s.Referrers(ctx, img.manifest.Digest); len(refs) != 1 {
+		t.Errorf("referrers of the kept image: %v, want the signature", refs)
+	}
+}
+
+// TestGCUntaggedRecentKeepsOldLayers: a manifest pushed by digest just now
+// whose layers were uploaded long ago (a client skipped them after a HEAD)
+// is within the grace period, so neither it nor its old layers go.
+func TestGCUntaggedRecentKeepsOldLayers(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	old := putImage(t, s, "", "old layer")
+	if err := s.RemoveRoot(ctx, old.manifest.Digest, nil); err != nil {
+		t.Fatal(err)
+	}
+	ageAll(t, s, time.Hour)
+	m := ocispec.Manifest{Versioned: specsVersioned(), MediaType: ocispec.MediaTypeImageManifest, Config: old.config, Layers: old.layers, Annotations: map[string]string{"new": "yes"}}
+	raw, _ := json.Marshal(m)
+	fresh, err := s.PutManifest(ctx, raw, ocispec.MediaTypeImageManifest, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := s.GC(ctx, GCOptions{Untagged: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Dropped) != 0 {
+		t.Errorf("dropped %v within the grace period", rep.Dropped)
+	}
+	for _, d := range []digest.Digest{fresh.Digest, old.config.Digest, old.layers[0].Digest} {
+		if _, err := s.Stat(ctx, d); err != nil {
+			t.Errorf("%s: %v", d, err)
+		}
+	}
+	if !slices.Contains(rep.Removed, old.manifest.Digest) {
+		t.Errorf("the old, unreferenced manifest %s was not swept: %v", old.manifest.Digest, rep.Removed)
+	}
 }

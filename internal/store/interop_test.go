@@ -12,7 +12,7 @@ import (
 )
 
 // Run with: go test -tags interop ./internal/store/
-// Needs skopeo (https://github.com/containers/skopeo) on PATH.
+// Uses skopeo and regctl from PATH; a test skips when its tool is missing.
 
 func skopeo(t *testing.T, args ...string) []byte {
 	t.Helper()
@@ -28,6 +28,49 @@ func skopeo(t *testing.T, args ...string) []byte {
 		t.Fatalf("skopeo %v: %v\n%s", args, err, stderr.String())
 	}
 	return out
+}
+
+// regctl reads a layout written by Store (its ocidir:// scheme), and Store
+// reads one written by regctl.
+func TestRegctlInterop(t *testing.T) {
+	path, err := exec.LookPath("regctl")
+	if err != nil {
+		t.Skip("regctl is not installed")
+	}
+	ctx := context.Background()
+	src := newStore(t)
+	img := putImage(t, src, "v1", "layer")
+	regctl := func(args ...string) []byte {
+		t.Helper()
+		cmd := exec.Command(path, args...)
+		cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("regctl %v: %v\n%s", args, err, stderr.String())
+		}
+		return out
+	}
+	if raw := regctl("manifest", "get", "--format", "raw-body", "ocidir://"+src.Dir()+":v1"); !bytes.Equal(raw, img.raw) {
+		t.Errorf("regctl manifest get = %s, want %s", raw, img.raw)
+	}
+	dst := filepath.Join(t.TempDir(), "regctl")
+	regctl("image", "copy", "ocidir://"+src.Dir()+":v1", "ocidir://"+dst+":copied")
+	s, err := OpenExisting(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	desc, err := s.Resolve(ctx, "copied")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if desc.Digest != img.manifest.Digest {
+		t.Errorf("regctl's copy resolves to %s, want %s", desc.Digest, img.manifest.Digest)
+	}
+	if problems, err := s.Check(ctx); err != nil || len(problems) != 0 {
+		t.Errorf("Check of regctl's layout = %v, %v", problems, err)
+	}
 }
 
 func TestSkopeoInterop(t *testing.T) {

@@ -35,3 +35,6 @@ func syncDir(dir string) error {
 // fileID is 0: the cache fingerprint relies on size, mtime and the
 // generation counter.
 func fileID(fs.FileInfo) uint64 { return 0 }
+
+// rename replaces newpath with oldpath atomically.
+func rename(oldpath, newpath string) error { return os.Rename(oldpath, newpath) }

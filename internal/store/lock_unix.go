@@ -65,3 +65,6 @@ func fileID(fi fs.FileInfo) uint64 {
 	}
 	return 0
 }
+
+// rename replaces newpath with oldpath atomically.
+func rename(oldpath, newpath string) error { return os.Rename(oldpath, newpath) }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io/fs"
 	"os"
+	"time"
 
 	"golang.org/x/sys/windows"
 )
@@ -47,3 +48,17 @@ func syncDir(string) error { return nil }
 // fileID is 0 on Windows; the cache fingerprint relies on size, mtime and
 // the generation counter there.
 func fileID(fs.FileInfo) uint64 { return 0 }
+
+// rename replaces newpath with oldpath. Windows refuses while another
+// handle (a reader of index.json, say) has newpath open, so it retries for
+// about a second before giving up.
+func rename(oldpath, newpath string) error {
+	var err error
+	for i := 0; i < 50; i++ {
+		if err = os.Rename(oldpath, newpath); err == nil {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return err
+}

@@ -188,10 +188,12 @@ func Open(dir string) (*Store, error) {
 	return s, nil
 }
 
-// OpenExisting opens an OCI image layout that must already exist. It
-// creates nothing and removes nothing, so it suits read-only media: a
-// missing directory is an error wrapping ErrNotFound, a directory without
-// oci-layout or index.json one wrapping ErrNotLayout.
+// OpenExisting opens an OCI image layout that must already exist: a missing
+// directory is an error wrapping ErrNotFound, a directory without
+// oci-layout or index.json one wrapping ErrNotLayout. Opening creates and
+// removes nothing (no temp cleanup), and reading never writes, so it suits
+// read-only media and layouts of other tools; methods that write create
+// what they need (.ferry/) when they are called.
 func OpenExisting(dir string) (*Store, error) {
 	if dir == "" {
 		return nil, fmt.Errorf("%w: empty directory name: give the path of an OCI layout directory", ErrNotLayout)

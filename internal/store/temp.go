@@ -49,18 +49,21 @@ func (s *Store) createTemp(kind string) (*tempFile, error) {
 			return &tempFile{f: f, path: p}, nil
 		}
 		ok, err := tryLock(f)
-		if err == nil && ok {
+		if err != nil {
+			// The file system cannot lock (some network mounts): write
+			// unlocked; the cleaner then goes by age for this file.
+			return &tempFile{f: f, path: p}, nil
+		}
+		if ok {
 			fi, err1 := f.Stat()
 			pi, err2 := os.Stat(p)
 			if err1 == nil && err2 == nil && os.SameFile(fi, pi) {
 				return &tempFile{f: f, path: p}, nil
 			}
 		}
+		// A cleaner took the new file between create and lock; it removes
+		// it. Make another.
 		f.Close()
-		if err != nil {
-			os.Remove(p)
-			return nil, fmt.Errorf("locking temp file %s: %w", p, err)
-		}
 		if attempt >= 10 {
 			return nil, fmt.Errorf("creating temp file in OCI layout %s: a cleaner kept removing it; retry", s.dir)
 		}
@@ -80,7 +83,7 @@ func (t *tempFile) commit(final string) error {
 			return fmt.Errorf("writing %s: %w", final, err)
 		}
 	}
-	err := os.Rename(t.path, final)
+	err := rename(t.path, final)
 	if renameOpen {
 		t.f.Close()
 	}
@@ -133,11 +136,7 @@ func (s *Store) cleanTemp() (int, error) {
 			continue
 		}
 		if !tempLocks {
-			fi, err := e.Info()
-			if err != nil || time.Since(fi.ModTime()) < staleTempAge {
-				continue
-			}
-			if os.Remove(p) == nil {
+			if removeIfOld(e, p) {
 				removed++
 			}
 			continue
@@ -147,16 +146,37 @@ func (s *Store) cleanTemp() (int, error) {
 			continue // gone already, or not ours to open
 		}
 		ok, err := tryLock(f)
-		if err == nil && ok {
-			if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				f.Close()
+		switch {
+		case err != nil:
+			// The file system cannot lock: go by age.
+			f.Close()
+			if removeIfOld(e, p) {
+				removed++
+			}
+		case ok:
+			err := os.Remove(p)
+			f.Close()
+			switch {
+			case err == nil:
+				removed++
+			case !errors.Is(err, fs.ErrNotExist): // renamed into place meanwhile
 				return removed, fmt.Errorf("removing stale temp file %s: %w", p, err)
 			}
-			removed++
+		default:
+			f.Close() // a live writer holds it
 		}
-		f.Close()
 	}
 	return removed, nil
+}
+
+// removeIfOld removes the temp file e at p if it is older than
+// staleTempAge, and reports whether it did.
+func removeIfOld(e fs.DirEntry, p string) bool {
+	fi, err := e.Info()
+	if err != nil || time.Since(fi.ModTime()) < staleTempAge {
+		return false
+	}
+	return os.Remove(p) == nil
 }
 
 // lock takes the index lock: the in-process semaphore, then the lock file
@@ -186,7 +206,7 @@ func (s *Store) lock(ctx context.Context) (func(), error) {
 		if err != nil {
 			f.Close()
 			release()
-			return nil, fmt.Errorf("locking OCI layout %s: %w", s.dir, err)
+			return nil, fmt.Errorf("locking OCI layout %s: %w (the file system must support file locks; use a local directory)", s.dir, err)
 		}
 		if ok {
 			return func() {

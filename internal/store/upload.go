@@ -13,8 +13,8 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
-// ErrUploadClosed: Write, Commit or Cancel on an upload that was already
-// committed or cancelled.
+// ErrUploadClosed is returned by Write, Commit and Cancel on an upload that
+// was already committed or cancelled.
 var ErrUploadClosed = errors.New("upload already committed or cancelled")
 
 // Upload is a blob being written whose digest is known only at the end, as
