@@ -83,7 +83,29 @@ type Engine struct {
 	sem  chan struct{}
 
 	mu      sync.Mutex
-	flights map[string]*flight // target+digest → the one transfer of it
+	flights map[string]*flight  // target+digest → the one transfer of it
+	tags    map[string]*tagList // source → its tags, listed once
+}
+
+// tagList is one source's tag listing, shared by the copies that need it.
+type tagList struct {
+	once sync.Once
+	tags []string
+	err  error
+}
+
+// sourceTags lists src's tags once per engine: copying many tags of one
+// repository looks for cosign's signature tags in a single listing.
+func (e *Engine) sourceTags(ctx context.Context, src Source) ([]string, error) {
+	e.mu.Lock()
+	l, ok := e.tags[src.String()]
+	if !ok {
+		l = &tagList{}
+		e.tags[src.String()] = l
+	}
+	e.mu.Unlock()
+	l.once.Do(func() { l.tags, l.err = src.Tags(ctx, TagOptions{}) })
+	return l.tags, l.err
 }
 
 // flight is one blob's transfer; waiters block on done. A failed flight
@@ -103,7 +125,7 @@ func NewEngine(opts Options) *Engine {
 	if opts.MaxReferrers <= 0 {
 		opts.MaxReferrers = DefaultMaxReferrers
 	}
-	return &Engine{opts: opts, sem: make(chan struct{}, opts.Jobs), flights: map[string]*flight{}}
+	return &Engine{opts: opts, sem: make(chan struct{}, opts.Jobs), flights: map[string]*flight{}, tags: map[string]*tagList{}}
 }
 
 // Copy copies one image from src to dst with opts.
@@ -299,8 +321,8 @@ var cosignTag = regexp.MustCompile(`^(sha256|sha512)-([0-9a-f]{64}|[0-9a-f]{128}
 // findReferrers finds the referrers of every manifest in the graph, and
 // theirs in turn, walks them, and returns them subjects first.
 func (r *copyRun) findReferrers(ctx context.Context) ([]*node, error) {
-	// cosign's tags, from one tag listing.
-	tags, err := r.src.Tags(ctx, TagOptions{})
+	// cosign's tags, from one tag listing per source and engine.
+	tags, err := r.e.sourceTags(ctx, r.src)
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return nil, fmt.Errorf("looking for signatures: %w", err)
 	}
