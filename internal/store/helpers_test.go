@@ -20,7 +20,7 @@ import (
 
 func specsVersioned() specs.Versioned { return specs.Versioned{SchemaVersion: 2} }
 
-func newStore(t *testing.T) *Store {
+func newStore(t testing.TB) *Store {
 	t.Helper()
 	s, err := Open(filepath.Join(t.TempDir(), "layout"))
 	if err != nil {
@@ -30,7 +30,7 @@ func newStore(t *testing.T) *Store {
 }
 
 // putBlob stores data as a sha256 blob and returns its descriptor.
-func putBlob(t *testing.T, s *Store, mediaType string, data []byte) ocispec.Descriptor {
+func putBlob(t testing.TB, s *Store, mediaType string, data []byte) ocispec.Descriptor {
 	t.Helper()
 	d := digest.FromBytes(data)
 	if err := s.WriteBlob(context.Background(), d, int64(len(data)), bytes.NewReader(data)); err != nil {
@@ -40,7 +40,7 @@ func putBlob(t *testing.T, s *Store, mediaType string, data []byte) ocispec.Desc
 }
 
 // layerTar returns a gzipped tar with one file, a valid image layer.
-func layerTar(t *testing.T, name, content string) []byte {
+func layerTar(t testing.TB, name, content string) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	zw := gzip.NewWriter(&buf)
@@ -64,7 +64,7 @@ type testImage struct {
 
 // putImage writes a small valid image (config, layers, manifest) and tags
 // it as name (untagged when name is empty).
-func putImage(t *testing.T, s *Store, name string, layerContents ...string) testImage {
+func putImage(t testing.TB, s *Store, name string, layerContents ...string) testImage {
 	t.Helper()
 	var img testImage
 	var diffIDs []digest.Digest
