@@ -24,6 +24,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -122,6 +123,24 @@ type roundTripper struct {
 	// has the client certificate and, when insecure, skips verification.
 	// other carries the rest (blob storage behind redirects).
 	registry, other http.RoundTripper
+
+	// tlsFailed remembers, per host, a certificate that did not verify, so
+	// that the plain-http retry go-containerregistry makes for a loopback
+	// registry reports that failure instead of the 400 a TLS server gives
+	// to plain http (ROBUSTNESS row 14).
+	mu        sync.Mutex
+	tlsFailed map[string]error
+}
+
+// certError reports whether err is a TLS certificate verification failure.
+func certError(err error) bool {
+	var (
+		certErr   *tls.CertificateVerificationError
+		unknownCA x509.UnknownAuthorityError
+		hostErr   x509.HostnameError
+		invalid   x509.CertificateInvalidError
+	)
+	return errors.As(err, &certErr) || errors.As(err, &unknownCA) || errors.As(err, &hostErr) || errors.As(err, &invalid)
 }
 
 // RoundTrip implements http.RoundTripper.
@@ -137,10 +156,30 @@ func (t *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 			req.Header.Set("User-Agent", ua)
 		}
 	}
-	if t.debug != nil {
-		return t.logged(req)
+	if req.URL.Scheme == "http" {
+		t.mu.Lock()
+		terr := t.tlsFailed[req.URL.Host]
+		t.mu.Unlock()
+		if terr != nil {
+			return nil, fmt.Errorf("%s speaks TLS with a certificate ferry does not trust (%w); trust its CA with ca_file in [registry.%q] of the config, or use --insecure", req.URL.Host, terr, req.URL.Host)
+		}
 	}
-	return t.retried(req)
+	var resp *http.Response
+	var err error
+	if t.debug != nil {
+		resp, err = t.logged(req)
+	} else {
+		resp, err = t.retried(req)
+	}
+	if err != nil && req.URL.Scheme == "https" && certError(err) {
+		t.mu.Lock()
+		if t.tlsFailed == nil {
+			t.tlsFailed = map[string]error{}
+		}
+		t.tlsFailed[req.URL.Host] = err
+		t.mu.Unlock()
+	}
+	return resp, err
 }
 
 // CloseIdleConnections closes the idle connections of the transports
