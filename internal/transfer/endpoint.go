@@ -144,12 +144,20 @@ func parseLayoutReference(k Kind, rest, orig string) (Reference, error) {
 		ref.Digest = d
 		rest = rest[:i]
 	}
-	// oci:DIR:TAG; a colon inside the path's last element is a tag separator.
-	if i := strings.LastIndex(rest, ":"); i >= 0 && !strings.Contains(rest[i:], "/") {
+	// oci:DIR:NAME splits at the first colon, as skopeo does, so that a
+	// name can itself hold colons: oci:root:team/app:v1 names "team/app:v1"
+	// in the layout root (a ferry serve root, or a bundle's full
+	// references). A Windows drive letter (C:\ or C:/) is part of the path.
+	skip := 0
+	if len(rest) >= 3 && rest[1] == ':' && (rest[2] == '\\' || rest[2] == '/') && isLetter(rest[0]) {
+		skip = 2
+	}
+	if i := strings.Index(rest[skip:], ":"); i >= 0 {
+		i += skip
 		ref.Tag = rest[i+1:]
 		rest = rest[:i]
 		if ref.Tag == "" {
-			return Reference{}, fmt.Errorf("%w: %q: empty tag after ':'", ErrInvalidReference, orig)
+			return Reference{}, fmt.Errorf("%w: %q: empty name after ':'", ErrInvalidReference, orig)
 		}
 	}
 	if rest == "" {
@@ -158,6 +166,8 @@ func parseLayoutReference(k Kind, rest, orig string) (Reference, error) {
 	ref.Path = rest
 	return ref, nil
 }
+
+func isLetter(c byte) bool { return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' }
 
 // repositoryPath is the distribution spec's grammar for a repository name.
 var repositoryPath = regexp.MustCompile(`^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$`)

@@ -65,11 +65,9 @@ func (l *Layout) resolve(ctx context.Context, identifier string) (ocispec.Descri
 		}
 		return tops[0], nil
 	}
-	if strings.Contains(identifier, ":") {
-		d, err := ParseDigest(identifier)
-		if err != nil {
-			return ocispec.Descriptor{}, err
-		}
+	// A name in a layout may hold colons ("team/app:v1" in a ferry serve
+	// root): only a valid digest is looked up as one.
+	if d, err := ParseDigest(identifier); err == nil {
 		size, err := l.r.Stat(ctx, d)
 		if err != nil {
 			return ocispec.Descriptor{}, l.notFound(err, "@"+identifier)

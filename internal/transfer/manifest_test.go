@@ -81,6 +81,9 @@ func TestParseReference(t *testing.T) {
 		{"127.0.0.1:5000/a/b:v1@" + layerDigest, "127.0.0.1:5000/a/b:v1@" + layerDigest},
 		{"oci:./dir:v1", "oci:./dir:v1"},
 		{"oci:/srv/x", "oci:/srv/x"},
+		{"oci:root:team/app:v1", "oci:root:team/app:v1"},
+		{"oci-archive:b.tar:docker.io/library/nginx:1.25", "oci-archive:b.tar:docker.io/library/nginx:1.25"},
+		{`oci:C:\images:v1`, `oci:C:\images:v1`},
 		{"oci-archive:b.tar@" + layerDigest, "oci-archive:b.tar@" + layerDigest},
 	}
 	for _, tt := range tests {
