@@ -10,9 +10,12 @@ import (
 	"github.com/ferry-oci/ferry/internal/cli"
 )
 
-func main() {
+func main() { os.Exit(run()) }
+
+// run is ferry as a process: SIGINT and SIGTERM cancel the command's
+// context, and the result is the exit code.
+func run() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := cli.Main(ctx, os.Args[1:], cli.StdStreams())
-	stop()
-	os.Exit(code)
+	defer stop()
+	return cli.Main(ctx, os.Args[1:], cli.StdStreams())
 }

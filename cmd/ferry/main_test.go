@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -15,13 +14,12 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/rogpeppe/go-internal/testscript"
 
-	"github.com/ferry-oci/ferry/internal/cli"
 	"github.com/ferry-oci/ferry/internal/regtest"
 )
 
 func TestMain(m *testing.M) {
 	testscript.Main(m, map[string]func(){
-		"ferry": func() { os.Exit(cli.Main(context.Background(), os.Args[1:], cli.StdStreams())) },
+		"ferry": func() { os.Exit(run()) },
 	})
 }
 
@@ -61,6 +59,7 @@ func scriptParams(dir string, vars []string) testscript.Params {
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"exitcode": cmdExitcode,
 			"sha256":   cmdSHA256,
+			"expand":   cmdExpand,
 		},
 		RequireExplicitExec: true,
 	}
@@ -136,5 +135,19 @@ func cmdSHA256(ts *testscript.TestScript, neg bool, args []string) {
 	got := fmt.Sprintf("sha256:%x", sha256.Sum256([]byte(data)))
 	if (got == args[1]) == neg {
 		ts.Fatalf("%s hashes to %s, want %s%s", args[0], got, map[bool]string{true: "not "}[neg], args[1])
+	}
+}
+
+// cmdExpand writes a file with $VAR and ${VAR} replaced by the script's
+// environment, for configs that name the test registries:
+//
+//	expand mirror.toml.in mirror.toml
+func cmdExpand(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: expand src dst")
+	}
+	out := os.Expand(ts.ReadFile(args[0]), ts.Getenv)
+	if err := os.WriteFile(ts.MkAbs(args[1]), []byte(out), 0o644); err != nil {
+		ts.Fatalf("expand: %v", err)
 	}
 }

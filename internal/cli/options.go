@@ -33,6 +33,10 @@ type globalOptions struct {
 	started bool   // a command's run began: later errors are not usage errors
 	cmd     string // the command path, for usage hints
 	config  *config.File
+	// registries are [registry."host"] tables that override the global
+	// config's for this run (a mirror config's own); set them before the
+	// first transport is made.
+	registries map[string]transport.RegistryConfig
 
 	mu         sync.Mutex
 	transports map[string]http.RoundTripper
@@ -41,6 +45,9 @@ type globalOptions struct {
 func (g *globalOptions) addFlags(root *cobra.Command) {
 	f := root.PersistentFlags()
 	f.StringVar(&g.configPath, "config", "", "config file (default $XDG_CONFIG_HOME/ferry/config.toml)")
+	// inspect's own --config prints the config blob: --config-file works
+	// everywhere.
+	f.StringVar(&g.configPath, "config-file", "", "the same as --config; use it with inspect, whose --config prints the image's config")
 	f.BoolVar(&g.insecure, "insecure", false, "allow plain http and unverified TLS for every registry")
 	f.StringVarP(&g.output, "output", "o", "text", "output format: text or json")
 	f.StringVar(&g.progress, "progress", "auto", "progress display: auto, bar, plain, json or none")
@@ -81,10 +88,15 @@ func (g *globalOptions) json() bool { return g.output == "json" }
 // registryConfig finds the [registry."host"] table for host; Docker Hub may
 // be configured as docker.io.
 func (g *globalOptions) registryConfig(host string) transport.RegistryConfig {
-	if c, ok := g.config.Registry[host]; ok || host != "index.docker.io" {
-		return c
+	for _, tables := range []map[string]transport.RegistryConfig{g.registries, g.config.Registry} {
+		if c, ok := tables[host]; ok {
+			return c
+		}
+		if c, ok := tables["docker.io"]; ok && host == "index.docker.io" {
+			return c
+		}
 	}
-	return g.config.Registry["docker.io"]
+	return transport.RegistryConfig{}
 }
 
 // transport returns the RoundTripper for host, one per host per run so that
