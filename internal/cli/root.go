@@ -104,6 +104,8 @@ References name an endpoint:
 		newTagsCmd(g),
 		newCopyCmd(g),
 		newGCCmd(g),
+		newServeCmd(g),
+		newMirrorCmd(g),
 	)
 	// Remember which command is running, for the usage hint on errors.
 	for _, c := range root.Commands() {
