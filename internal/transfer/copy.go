@@ -42,6 +42,36 @@ type Options struct {
 	MaxReferrers int
 	// Events receives progress; nil discards it.
 	Events EventFunc
+	// PlatformIndex writes a new index even when Platforms selects one
+	// image, so that the target records what it was selected from (see
+	// AnnotationSourceDigest). ferry mirror sets it.
+	PlatformIndex bool
+	// DryRun reads the source and asks the target which blobs it has, but
+	// writes nothing: the Result says what a copy would move (BlobsCopied
+	// and Bytes count the blobs the target lacks).
+	DryRun bool
+}
+
+// Annotations the engine writes on an index it made by selecting
+// platforms from a source index, so that a later run can tell whether the
+// source changed from the target alone, without reading the source's
+// manifest.
+const (
+	// AnnotationSourceDigest is the digest of the source index.
+	AnnotationSourceDigest = "io.github.ferry-oci.source.digest"
+	// AnnotationSourcePlatforms lists the platforms asked for, as
+	// os/arch[/variant] separated by commas, in the order given.
+	AnnotationSourcePlatforms = "io.github.ferry-oci.source.platforms"
+)
+
+// PlatformList formats platforms the way AnnotationSourcePlatforms
+// records them.
+func PlatformList(platforms []ocispec.Platform) string {
+	s := make([]string, len(platforms))
+	for i := range platforms {
+		s[i] = FormatPlatform(&platforms[i])
+	}
+	return strings.Join(s, ",")
 }
 
 // Request is one image to copy.
@@ -82,7 +112,7 @@ type Engine struct {
 	opts Options
 	sem  chan struct{}
 
-	mu      sync.Mutex
+	mu      *sync.Mutex         // guards flights and tags, which Derive shares
 	flights map[string]*flight  // target+digest → the one transfer of it
 	tags    map[string]*tagList // source → its tags, listed once
 }
@@ -125,7 +155,19 @@ func NewEngine(opts Options) *Engine {
 	if opts.MaxReferrers <= 0 {
 		opts.MaxReferrers = DefaultMaxReferrers
 	}
-	return &Engine{opts: opts, sem: make(chan struct{}, opts.Jobs), flights: map[string]*flight{}, tags: map[string]*tagList{}}
+	return &Engine{opts: opts, sem: make(chan struct{}, opts.Jobs), mu: new(sync.Mutex), flights: map[string]*flight{}, tags: map[string]*tagList{}}
+}
+
+// Derive returns an Engine that copies with opts but shares e's blob
+// budget (e's Jobs; opts.Jobs is ignored), its record of blobs moved and
+// its tag listings, so that copies made with different platforms or
+// referrer settings still move each blob once and keep within one limit.
+func (e *Engine) Derive(opts Options) *Engine {
+	opts.Jobs = e.opts.Jobs
+	if opts.MaxReferrers <= 0 {
+		opts.MaxReferrers = DefaultMaxReferrers
+	}
+	return &Engine{opts: opts, sem: e.sem, mu: e.mu, flights: e.flights, tags: e.tags}
 }
 
 // Copy copies one image from src to dst with opts.
@@ -217,6 +259,12 @@ func (e *Engine) Copy(ctx context.Context, src Source, dst Target, req Request) 
 	if err := r.copyBlobs(ctx, r.pendingBlobs()); err != nil {
 		return r.res, err
 	}
+	if e.opts.DryRun {
+		r.res.Manifests = len(r.manifests)
+		r.res.Referrers = len(referrers)
+		r.res.Duration = time.Since(start)
+		return r.res, nil
+	}
 	if err := r.writeGraph(ctx, root); err != nil {
 		return r.res, err
 	}
@@ -246,10 +294,11 @@ func (r *copyRun) selectPlatforms(ctx context.Context, top *Manifest) (*Manifest
 			picked = append(picked, d)
 		}
 	}
-	if len(picked) == 1 {
+	if len(picked) == 1 && !r.e.opts.PlatformIndex {
 		return r.src.Manifest(ctx, string(picked[0].Digest))
 	}
-	// A new index of just these, keeping every other field of the original.
+	// A new index of just these, keeping every other field of the
+	// original, and annotated with where it came from.
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(top.Raw, &fields); err != nil {
 		return nil, fmt.Errorf("%s: %w", r.res.Source, err)
@@ -259,6 +308,17 @@ func (r *copyRun) selectPlatforms(ctx context.Context, top *Manifest) (*Manifest
 		return nil, err
 	}
 	fields["manifests"] = list
+	annotations := map[string]string{}
+	if a, ok := fields["annotations"]; ok {
+		if err := json.Unmarshal(a, &annotations); err != nil || annotations == nil {
+			annotations = map[string]string{}
+		}
+	}
+	annotations[AnnotationSourceDigest] = string(top.Descriptor.Digest)
+	annotations[AnnotationSourcePlatforms] = PlatformList(want)
+	if fields["annotations"], err = json.Marshal(annotations); err != nil {
+		return nil, err
+	}
 	raw, err := json.Marshal(fields)
 	if err != nil {
 		return nil, err
@@ -572,6 +632,9 @@ func (e *Engine) moveBlob(ctx context.Context, src Source, dst Target, desc ocis
 	if exists {
 		send(BlobSkipped, desc.Size, nil)
 		return BlobSkipped, 0, nil
+	}
+	if e.opts.DryRun {
+		return BlobDone, desc.Size, nil // would be copied (or mounted)
 	}
 	if m, ok := dst.(Mounter); ok {
 		mounted, err := m.Mount(ctx, desc, src)

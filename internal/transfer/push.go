@@ -65,47 +65,63 @@ func (r *Repository) OpenBlob(ctx context.Context, desc ocispec.Descriptor, offs
 // referrers API, or the tag schema (tag "sha256-<hex>") on registries
 // without it.
 func (r *Repository) Referrers(ctx context.Context, subject ocispec.Descriptor, limit int) ([]ocispec.Descriptor, error) {
+	out, ok, err := r.ReferrersAPI(ctx, subject, limit)
+	if err != nil || ok {
+		return out, err
+	}
+	return r.referrersByTag(ctx, subject, limit)
+}
+
+// ReferrersAPI lists the manifests that refer to subject through the OCI
+// 1.1 referrers API only (GET /v2/NAME/referrers/DIGEST, which is not a
+// manifest request). ok is false, with no error, when the registry does
+// not offer the API; the tag schema is not consulted.
+func (r *Repository) ReferrersAPI(ctx context.Context, subject ocispec.Descriptor, limit int) (descs []ocispec.Descriptor, ok bool, err error) {
 	what := "listing referrers of " + r.Name.Name() + "@" + string(subject.Digest)
+	if _, err := ParseDigest(string(subject.Digest)); err != nil {
+		return nil, false, err
+	}
 	next := r.url("referrers", string(subject.Digest))
 	var out []ocispec.Descriptor
 	seen := map[string]bool{}
 	for next != "" {
 		if seen[next] {
-			return nil, fmt.Errorf("%w: %s: the registry repeated the page %s", ErrTooMany, what, next)
+			return nil, false, fmt.Errorf("%w: %s: the registry repeated the page %s", ErrTooMany, what, next)
 		}
 		seen[next] = true
 		resp, err := r.do(ctx, http.MethodGet, next, http.Header{"Accept": {MediaTypeOCIIndex}})
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), MediaTypeOCIIndex) {
-			resp.Body.Close()
+			defer resp.Body.Close()
 			if len(out) > 0 {
-				return nil, responseError(resp, what)
+				return nil, false, responseError(resp, what)
 			}
-			return r.referrersByTag(ctx, subject, limit)
+			return nil, false, nil
 		}
 		var idx ocispec.Index
 		err = json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&idx)
 		resp.Body.Close()
 		if err != nil {
-			return nil, fmt.Errorf("%s: decoding the registry's answer: %w", what, err)
+			return nil, false, fmt.Errorf("%s: decoding the registry's answer: %w", what, err)
 		}
 		out = append(out, idx.Manifests...)
 		if len(out) > limit {
-			return nil, fmt.Errorf("%w: %s: more than %d", ErrTooMany, what, limit)
+			return nil, false, fmt.Errorf("%w: %s: more than %d", ErrTooMany, what, limit)
 		}
 		next = nextLink(resp.Header.Get("Link"))
 		if next != "" {
 			base, _ := url.Parse(r.url("referrers", string(subject.Digest)))
 			ref, err := url.Parse(next)
 			if err != nil || base.ResolveReference(ref).Host != base.Host {
-				return nil, fmt.Errorf("%s: bad or foreign Link header %q", what, next)
+				return nil, false, fmt.Errorf("%s: bad or foreign Link header %q", what, next)
 			}
 			next = base.ResolveReference(ref).String()
 		}
 	}
-	return validDescriptors(out, what)
+	out, err = validDescriptors(out, what)
+	return out, err == nil, err
 }
 
 // referrersTag is the tag schema's fallback tag for subject.
