@@ -106,6 +106,9 @@ References name an endpoint:
 		newGCCmd(g),
 		newServeCmd(g),
 		newMirrorCmd(g),
+		newSignCmd(g),
+		newVerifyCmd(g),
+		newKeyCmd(g),
 	)
 	// Remember which command is running, for the usage hint on errors.
 	for _, c := range root.Commands() {
