@@ -109,6 +109,7 @@ References name an endpoint:
 		newSignCmd(g),
 		newVerifyCmd(g),
 		newKeyCmd(g),
+		newBundleCmd(g),
 	)
 	// Remember which command is running, for the usage hint on errors.
 	for _, c := range root.Commands() {

@@ -28,6 +28,7 @@ type serveOptions struct {
 	caFile          string
 	htpasswd        string
 	readOnly        bool
+	bundle          string // bundle.go: serve a bundle in place
 	logLevel        string
 	manifestSize    string
 	shutdownTimeout time.Duration
@@ -66,6 +67,7 @@ requests in flight get --shutdown-timeout to finish, and ferry exits 0.`,
 	f.StringVar(&o.caFile, "ca-file", "", "with --tls-self-signed: write the CA certificate here (default ROOT/.ferry/ca.pem)")
 	f.StringVar(&o.htpasswd, "htpasswd", "", "require basic auth from the users in this htpasswd file (bcrypt)")
 	f.BoolVar(&o.readOnly, "read-only", false, "refuse every write")
+	f.StringVar(&o.bundle, "bundle", "", "serve this air-gap bundle (FILE, or a split bundle's FILE.000) read-only, in place, instead of a root")
 	f.StringVar(&o.logLevel, "log-level", "info", "access log: debug, info, warn, error or none")
 	f.StringVar(&o.manifestSize, "max-manifest-size", "4MiB", "refuse manifests larger than this")
 	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGINT/SIGTERM, wait this long for requests in flight")
@@ -112,6 +114,9 @@ func (o *serveOptions) run(ctx context.Context, g *globalOptions) error {
 	}
 
 	root, ephemeral := o.root, o.root == ""
+	if o.bundle != "" && !ephemeral {
+		return usageErrorf("--bundle and --root: serve one or the other")
+	}
 	if ephemeral {
 		if root, err = os.MkdirTemp("", "ferry-serve-*"); err != nil {
 			return fmt.Errorf("making a temporary root: %w", err)
@@ -129,7 +134,16 @@ func (o *serveOptions) run(ctx context.Context, g *globalOptions) error {
 			return &UsageError{Err: fmt.Errorf("--htpasswd: %w", err)}
 		}
 	}
-	handler, err := registry.New(s, opts)
+	var handler *registry.Server
+	if o.bundle != "" {
+		var closeBundle func() error
+		if handler, closeBundle, err = serveBundle(o.bundle, opts); err != nil {
+			return err
+		}
+		defer closeBundle()
+	} else if handler, err = registry.New(s, opts); err != nil {
+		return err
+	}
 	if err != nil {
 		return err
 	}
@@ -158,6 +172,9 @@ func (o *serveOptions) run(ctx context.Context, g *globalOptions) error {
 	}
 	if o.readOnly {
 		desc += ", read-only"
+	}
+	if o.bundle != "" {
+		desc = "bundle " + o.bundle + ", read-only"
 	}
 	if o.selfSigned {
 		desc += ", CA certificate " + o.caFile

@@ -31,7 +31,8 @@ const (
 // streams, or runs Check first.
 type Archive struct {
 	path  string
-	f     *os.File
+	r     io.ReaderAt        // the tar's bytes
+	c     io.Closer          // what Close closes; nil for none
 	files map[string]section // every regular file, by name without "./"
 	blobs map[digest.Digest]section
 	index *ocispec.Index
@@ -63,24 +64,38 @@ func OpenArchive(path string) (*Archive, error) {
 		}
 		return nil, fmt.Errorf("opening OCI archive %s: %w", path, err)
 	}
-	a, err := scanArchive(f, path)
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("opening OCI archive %s: %w", path, err)
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("%w: %s is not a regular file: an OCI archive is read by seeking", ErrInvalidArchive, path)
+	}
+	a, err := scanArchive(f, fi.Size(), path)
 	if err != nil {
 		f.Close()
 		return nil, err
 	}
+	a.c = f
 	return a, nil
 }
 
-func scanArchive(f *os.File, path string) (*Archive, error) {
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("opening OCI archive %s: %w", path, err)
+// OpenArchiveReaderAt opens the OCI layout in a tar of size bytes read
+// through r, with the same checks as OpenArchive; name is how errors and
+// Path call it. It suits a tar that is not one file, such as a bundle
+// split into parts read as one stream. Close does not close r.
+func OpenArchiveReaderAt(r io.ReaderAt, size int64, name string) (*Archive, error) {
+	if size < 0 {
+		return nil, fmt.Errorf("%w: %s: negative size %d", ErrInvalidArchive, name, size)
 	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%w: %s is not a regular file: an OCI archive is read by seeking", ErrInvalidArchive, path)
-	}
-	fileSize := fi.Size()
-	a := &Archive{path: path, f: f, files: map[string]section{}, blobs: map[digest.Digest]section{}}
+	return scanArchive(r, size, name)
+}
+
+func scanArchive(r io.ReaderAt, fileSize int64, path string) (*Archive, error) {
+	f := io.NewSectionReader(r, 0, fileSize)
+	a := &Archive{path: path, r: r, files: map[string]section{}, blobs: map[digest.Digest]section{}}
 	bad := func(name, format string, args ...any) error {
 		return fmt.Errorf("%w: %s: entry %.200q: %s: refusing the whole archive", ErrInvalidArchive, path, name, fmt.Sprintf(format, args...))
 	}
@@ -245,7 +260,12 @@ func typeName(t byte) string {
 func (a *Archive) Path() string { return a.path }
 
 // Close closes the archive file. Readers returned by ReadBlob stop working.
-func (a *Archive) Close() error { return a.f.Close() }
+func (a *Archive) Close() error {
+	if a.c == nil {
+		return nil
+	}
+	return a.c.Close()
+}
 
 // Stat returns the size of blob d: the size of its tar entry. The error
 // wraps ErrNotFound when the archive has no such blob.
@@ -277,7 +297,7 @@ func (a *Archive) ReadBlob(ctx context.Context, d digest.Digest) (io.ReadSeekClo
 	if err != nil {
 		return nil, 0, err
 	}
-	return sectionReader{io.NewSectionReader(a.f, sec.off, sec.size)}, sec.size, nil
+	return sectionReader{io.NewSectionReader(a.r, sec.off, sec.size)}, sec.size, nil
 }
 
 // OpenFile returns the content of a regular file of the archive that is not
@@ -293,7 +313,7 @@ func (a *Archive) OpenFile(name string) (io.ReadSeekCloser, int64, error) {
 	if !ok {
 		return nil, 0, fmt.Errorf("%w: file %q in OCI archive %s", ErrNotFound, name, a.path)
 	}
-	return sectionReader{io.NewSectionReader(a.f, sec.off, sec.size)}, sec.size, nil
+	return sectionReader{io.NewSectionReader(a.r, sec.off, sec.size)}, sec.size, nil
 }
 
 // sectionReader adds a no-op Close: the Archive owns the file.

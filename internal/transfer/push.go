@@ -198,7 +198,7 @@ func (r *Repository) exists(ctx context.Context, kind string, d digest.Digest) (
 func (r *Repository) WriteBlob(ctx context.Context, desc ocispec.Descriptor, body io.Reader) error {
 	what := "uploading blob " + r.Name.Name() + "@" + string(desc.Digest)
 	if desc.Size <= singlePostLimit {
-		data, err := io.ReadAll(body)
+		data, err := readExactly(body, desc.Size, what)
 		if err != nil {
 			return err
 		}
@@ -230,6 +230,27 @@ func (r *Repository) WriteBlob(ctx context.Context, desc ocispec.Descriptor, bod
 		return responseError(resp, what)
 	}
 	return nil
+}
+
+// readExactly reads a body of size bytes into one buffer of that size (no
+// garbage from growing it, which matters when many jobs do this at once)
+// and on to its end, where the engine's verifier reports a wrong digest.
+func readExactly(body io.Reader, size int64, what string) ([]byte, error) {
+	data := make([]byte, size)
+	if _, err := io.ReadFull(body, data); err != nil {
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			err = fmt.Errorf("%w: %s: shorter than its %d bytes", ErrSizeMismatch, what, size)
+		}
+		return nil, err
+	}
+	extra, err := io.ReadAll(io.LimitReader(body, 1))
+	if err != nil {
+		return nil, err
+	}
+	if len(extra) > 0 {
+		return nil, fmt.Errorf("%w: %s: longer than its %d bytes", ErrSizeMismatch, what, size)
+	}
+	return data, nil
 }
 
 // singlePostLimit is the largest blob sent in one POST.

@@ -1,0 +1,563 @@
+package bundle
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// ChecksumsFile is the checksum file of a split bundle, in the directory
+// of its parts, in the format of sha256sum(1) so that
+// `sha256sum -c SHA256SUMS` checks the parts too.
+const ChecksumsFile = "SHA256SUMS"
+
+// checksumSuffix names the checksum file of a bundle that is one file:
+// FILE.sha256.
+const checksumSuffix = ".sha256"
+
+// partDigits is the width of a part's number: FILE.000, FILE.001, …
+const partDigits = 3
+
+// partName is the name of part i of base.
+func partName(base string, i int) string {
+	return fmt.Sprintf("%s.%0*d", base, partDigits, i)
+}
+
+// partSuffix matches the number a part name ends with.
+var partSuffix = regexp.MustCompile(`\.([0-9]{3,})$`)
+
+// partWriter writes a stream into one file, or into parts of exactly
+// split bytes each but the last, hashing each part as it goes. Files are
+// written under temporary names and get their final names in commit; abort
+// removes them. It is not safe for concurrent use.
+type partWriter struct {
+	dir, base string
+	split     int64 // 0: one file
+
+	parts []*writtenPart
+	cur   *writtenPart
+	total int64
+}
+
+type writtenPart struct {
+	name string // final name, relative to dir
+	tmp  *os.File
+	size int64
+	h    hash.Hash
+	sum  string
+}
+
+func newPartWriter(path string, split int64) (*partWriter, error) {
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	if base == "" || base == "." || base == ".." {
+		return nil, fmt.Errorf("bundle file %q: give a file name", path)
+	}
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		return nil, fmt.Errorf("bundle file %s is a directory: give a file name, such as %s", path, filepath.Join(path, "images.tar"))
+	}
+	if fi, err := os.Stat(dir); err != nil {
+		return nil, fmt.Errorf("bundle file %s: %w", path, err)
+	} else if !fi.IsDir() {
+		return nil, fmt.Errorf("bundle file %s: %s is not a directory", path, dir)
+	}
+	return &partWriter{dir: filepath.Clean(dir), base: base, split: split}, nil
+}
+
+func (w *partWriter) Write(p []byte) (int, error) {
+	written := 0
+	for len(p) > 0 {
+		if w.cur == nil || (w.split > 0 && w.cur.size == w.split) {
+			if err := w.roll(); err != nil {
+				return written, err
+			}
+		}
+		chunk := p
+		if w.split > 0 && int64(len(chunk)) > w.split-w.cur.size {
+			chunk = chunk[:w.split-w.cur.size]
+		}
+		n, err := w.cur.tmp.Write(chunk)
+		w.cur.h.Write(chunk[:n])
+		w.cur.size += int64(n)
+		w.total += int64(n)
+		written += n
+		if err != nil {
+			return written, fmt.Errorf("writing %s: %w", filepath.Join(w.dir, w.cur.name), err)
+		}
+		p = p[n:]
+	}
+	return written, nil
+}
+
+// roll finishes the current part and starts the next.
+func (w *partWriter) roll() error {
+	if w.cur != nil {
+		if err := w.finishPart(w.cur); err != nil {
+			return err
+		}
+	}
+	name := w.base
+	if w.split > 0 {
+		name = partName(w.base, len(w.parts))
+	}
+	f, err := os.CreateTemp(w.dir, "."+name+".partial-*")
+	if err != nil {
+		return fmt.Errorf("creating %s: %w", filepath.Join(w.dir, name), err)
+	}
+	w.cur = &writtenPart{name: name, tmp: f, h: sha256.New()}
+	w.parts = append(w.parts, w.cur)
+	return nil
+}
+
+func (w *partWriter) finishPart(p *writtenPart) error {
+	if p.sum != "" {
+		return nil
+	}
+	p.sum = hex.EncodeToString(p.h.Sum(nil))
+	if err := p.tmp.Sync(); err != nil {
+		return fmt.Errorf("writing %s: %w", filepath.Join(w.dir, p.name), err)
+	}
+	if err := p.tmp.Close(); err != nil {
+		return fmt.Errorf("writing %s: %w", filepath.Join(w.dir, p.name), err)
+	}
+	return nil
+}
+
+// commit gives every part its final name, removes parts of an earlier
+// bundle of the same name beyond the new last one, and writes the checksum
+// file. It returns the paths written, parts first.
+func (w *partWriter) commit() ([]string, error) {
+	if w.cur == nil {
+		if err := w.roll(); err != nil { // an empty stream is still a file
+			return nil, err
+		}
+	}
+	for _, p := range w.parts {
+		if err := w.finishPart(p); err != nil {
+			return nil, err
+		}
+		if err := os.Chmod(p.tmp.Name(), 0o644); err != nil {
+			return nil, err
+		}
+	}
+	var paths, sums []string
+	for _, p := range w.parts {
+		final := filepath.Join(w.dir, p.name)
+		if err := os.Rename(p.tmp.Name(), final); err != nil {
+			return nil, fmt.Errorf("writing %s: %w", final, err)
+		}
+		paths = append(paths, final)
+		sums = append(sums, p.sum)
+	}
+	w.parts, w.cur = nil, nil
+	file, err := w.writeChecksums(paths, sums)
+	if err != nil {
+		return nil, err
+	}
+	syncDir(w.dir)
+	return append(paths, file), nil
+}
+
+// writeChecksums writes FILE.sha256, or adds the parts to SHA256SUMS in
+// place of the lines of any earlier bundle named like this one (other
+// bundles' lines are kept), and removes stale parts and files.
+func (w *partWriter) writeChecksums(paths, partSums []string) (string, error) {
+	var lines []string
+	sums := filepath.Join(w.dir, ChecksumsFile)
+	if w.split == 0 {
+		sums = filepath.Join(w.dir, w.base+checksumSuffix)
+		// A split bundle of the same name is replaced by this one.
+		w.removeStaleParts(0)
+		if err := dropChecksumLines(filepath.Join(w.dir, ChecksumsFile), w.ownsName); err != nil {
+			return "", err
+		}
+	} else {
+		w.removeStaleParts(len(paths))
+		os.Remove(filepath.Join(w.dir, w.base))
+		os.Remove(filepath.Join(w.dir, w.base+checksumSuffix))
+		old, err := os.ReadFile(sums)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return "", fmt.Errorf("reading %s: %w", sums, err)
+		}
+		for _, l := range strings.SplitAfter(string(old), "\n") {
+			if l == "" {
+				continue
+			}
+			if _, name, ok := parseChecksumLine(l); ok && w.ownsName(name) {
+				continue
+			}
+			lines = append(lines, strings.TrimSuffix(l, "\n")+"\n")
+		}
+	}
+	for i, p := range paths {
+		lines = append(lines, fmt.Sprintf("%s  %s\n", partSums[i], filepath.Base(p)))
+	}
+	return sums, writeFileAtomic(sums, []byte(strings.Join(lines, "")))
+}
+
+// ownsName reports whether name is this bundle's file or one of its parts.
+func (w *partWriter) ownsName(name string) bool {
+	if name == w.base {
+		return true
+	}
+	rest, ok := strings.CutPrefix(name, w.base)
+	return ok && partSuffix.MatchString(rest) && strings.Count(rest, ".") == 1
+}
+
+// removeStaleParts removes FILE.NNN for NNN from n on, left by an earlier
+// bundle of the same name with more parts.
+func (w *partWriter) removeStaleParts(n int) {
+	ents, err := os.ReadDir(w.dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if i, ok := partNumber(w.base, e.Name()); ok && i >= n && e.Type().IsRegular() {
+			os.Remove(filepath.Join(w.dir, e.Name()))
+		}
+	}
+}
+
+// dropChecksumLines removes from a checksum file the lines whose name
+// drop accepts (every line when drop is nil), and the file when no line is
+// left.
+func dropChecksumLines(path string, drop func(string) bool) error {
+	old, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var kept []string
+	for _, l := range strings.SplitAfter(string(old), "\n") {
+		if l == "" {
+			continue
+		}
+		if _, name, ok := parseChecksumLine(l); ok && (drop == nil || drop(name)) {
+			continue
+		}
+		kept = append(kept, strings.TrimSuffix(l, "\n")+"\n")
+	}
+	if len(kept) == 0 {
+		return os.Remove(path)
+	}
+	if len(kept) == len(strings.Split(strings.TrimSuffix(string(old), "\n"), "\n")) {
+		return nil
+	}
+	return writeFileAtomic(path, []byte(strings.Join(kept, "")))
+}
+
+// abort removes every file written.
+func (w *partWriter) abort() {
+	for _, p := range w.parts {
+		p.tmp.Close()
+		os.Remove(p.tmp.Name())
+	}
+	w.parts, w.cur = nil, nil
+}
+
+// writeFileAtomic writes data to a temporary file beside path, syncs it
+// and renames it over path.
+func writeFileAtomic(path string, data []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".partial-*")
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(f.Name(), 0o644)
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	return nil
+}
+
+// syncDir makes renames in dir durable, where the system allows it.
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+}
+
+// parseChecksumLine parses a line of sha256sum's output: 64 hex digits,
+// a space, a space or '*', and the file name.
+func parseChecksumLine(l string) (sum, name string, ok bool) {
+	l = strings.TrimRight(l, "\r\n")
+	if len(l) < 67 || (l[64] != ' ') || (l[65] != ' ' && l[65] != '*') {
+		return "", "", false
+	}
+	sum = strings.ToLower(l[:64])
+	if _, err := hex.DecodeString(sum); err != nil {
+		return "", "", false
+	}
+	return sum, l[66:], true
+}
+
+// Part is one file of a bundle on disk.
+type Part struct {
+	// Name is the file name, relative to the bundle's directory.
+	Name string `json:"name"`
+	// Path is the file's path.
+	Path string `json:"-"`
+	// Size is its size on disk; -1 when it is missing.
+	Size int64 `json:"size"`
+	// Offset is where the part starts in the bundle's tar stream, when
+	// every part before it is there.
+	Offset int64 `json:"offset"`
+	// Want is the SHA-256 the checksum file lists for it, in hex; empty
+	// when there is no checksum file.
+	Want string `json:"sha256,omitempty"`
+}
+
+// location is where a bundle's files are.
+type location struct {
+	given     string // the path the user gave
+	dir, base string
+	split     bool
+	parts     []Part
+	// sums is the checksum file; sumsErr says why it could not be read.
+	sums    string
+	sumsErr error
+}
+
+// display names the bundle in messages: FILE (for a split bundle too,
+// whose parts are FILE.000, …).
+func (l *location) display() string {
+	return filepath.Join(l.dir, l.base)
+}
+
+// locate finds the files of the bundle at path: a file FILE (with
+// FILE.sha256 beside it), or parts FILE.000, FILE.001, … listed in
+// SHA256SUMS; path may name FILE or its first part. Parts the checksum
+// file lists but the disk lacks have Size -1.
+func locate(path string) (*location, error) {
+	l := &location{given: path}
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	l.dir = filepath.Clean(dir)
+	fi, statErr := os.Stat(path)
+	if m := partSuffix.FindStringSubmatch(base); m != nil && statErr == nil && m[1] == strings.Repeat("0", len(m[1])) {
+		// FILE.000 names a split bundle.
+		base = strings.TrimSuffix(base, "."+m[1])
+		l.split = true
+	} else if statErr == nil {
+		if !fi.Mode().IsRegular() {
+			return nil, fmt.Errorf("bundle %s is not a regular file", path)
+		}
+	} else if _, err := os.Stat(filepath.Join(l.dir, partName(base, 0))); err == nil {
+		l.split = true
+	} else if !errors.Is(statErr, fs.ErrNotExist) {
+		return nil, fmt.Errorf("opening bundle %s: %w", path, statErr)
+	} else if !listedInChecksums(filepath.Join(l.dir, ChecksumsFile), base) {
+		return nil, fmt.Errorf("%w: bundle %s: no such file, and no parts %s, %s, … beside it", fs.ErrNotExist, path, partName(base, 0), partName(base, 1))
+	} else {
+		l.split = true // every part is missing; checks name them
+	}
+	l.base = base
+
+	if !l.split {
+		l.sums = filepath.Join(l.dir, base+checksumSuffix)
+		want := ""
+		lines, err := readChecksums(l.sums)
+		if err != nil {
+			l.sumsErr = err
+		} else {
+			for _, c := range lines {
+				if c.name == base {
+					want = c.sum
+				}
+			}
+			if want == "" {
+				l.sumsErr = fmt.Errorf("%s has no line for %s", l.sums, base)
+			}
+		}
+		l.parts = []Part{{Name: base, Path: filepath.Join(l.dir, base), Size: fi.Size(), Want: want}}
+		return l, nil
+	}
+
+	l.sums = filepath.Join(l.dir, ChecksumsFile)
+	listed := map[int]string{}
+	lines, err := readChecksums(l.sums)
+	if err != nil {
+		l.sumsErr = err
+	}
+	for _, c := range lines {
+		if n, ok := partNumber(base, c.name); ok {
+			listed[n] = c.sum
+		}
+	}
+	if err == nil && len(listed) == 0 {
+		l.sumsErr = fmt.Errorf("%s lists no part of %s", l.sums, base)
+	}
+	// The parts are those listed, and those on disk numbered on from 000
+	// without a gap.
+	count := 0
+	for n := range listed {
+		count = max(count, n+1)
+	}
+	for n := count; ; n++ {
+		if _, err := os.Stat(filepath.Join(l.dir, partName(base, n))); err != nil {
+			break
+		}
+		count = n + 1
+	}
+	var off int64
+	for i := range count {
+		p := Part{Name: partName(base, i), Path: filepath.Join(l.dir, partName(base, i)), Size: -1, Offset: off, Want: listed[i]}
+		if fi, err := os.Stat(p.Path); err == nil && fi.Mode().IsRegular() {
+			p.Size = fi.Size()
+		}
+		if off >= 0 && p.Size >= 0 {
+			off += p.Size
+		} else {
+			off = -1
+		}
+		l.parts = append(l.parts, p)
+	}
+	return l, nil
+}
+
+// partNumber returns n when name is base.NNN.
+func partNumber(base, name string) (int, bool) {
+	rest, ok := strings.CutPrefix(name, base+".")
+	if !ok || len(rest) < partDigits || strings.Trim(rest, "0123456789") != "" {
+		return 0, false
+	}
+	n, err := strconv.Atoi(rest)
+	if err != nil || n > 1_000_000 {
+		return 0, false
+	}
+	return n, true
+}
+
+func listedInChecksums(path, base string) bool {
+	lines, _ := readChecksums(path)
+	for _, c := range lines {
+		if _, ok := partNumber(base, c.name); ok {
+			return true
+		}
+	}
+	return false
+}
+
+type checksumLine struct{ sum, name string }
+
+// maxChecksumFile caps what is read of a checksum file.
+const maxChecksumFile = 16 << 20
+
+func readChecksums(path string) ([]checksumLine, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxChecksumFile+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > maxChecksumFile {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, maxChecksumFile)
+	}
+	var out []checksumLine
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(nil, maxChecksumFile)
+	for sc.Scan() {
+		if sum, name, ok := parseChecksumLine(sc.Text()); ok {
+			out = append(out, checksumLine{sum, name})
+		}
+	}
+	return out, nil
+}
+
+// multiReaderAt reads files one after another as one stream.
+type multiReaderAt struct {
+	files []*os.File
+	offs  []int64 // where each file starts
+	sizes []int64
+	size  int64
+}
+
+func openParts(parts []Part) (*multiReaderAt, error) {
+	m := &multiReaderAt{}
+	for _, p := range parts {
+		f, err := os.Open(p.Path)
+		if err != nil {
+			m.Close()
+			return nil, fmt.Errorf("opening bundle part %s: %w", p.Path, err)
+		}
+		fi, err := f.Stat()
+		if err != nil {
+			f.Close()
+			m.Close()
+			return nil, fmt.Errorf("opening bundle part %s: %w", p.Path, err)
+		}
+		m.files = append(m.files, f)
+		m.offs = append(m.offs, m.size)
+		m.sizes = append(m.sizes, fi.Size())
+		m.size += fi.Size()
+	}
+	return m, nil
+}
+
+func (m *multiReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, errors.New("negative offset")
+	}
+	n := 0
+	for len(p) > 0 {
+		if off >= m.size {
+			return n, io.EOF
+		}
+		i := sort.Search(len(m.offs), func(i int) bool { return m.offs[i] > off }) - 1
+		k := min(int64(len(p)), m.offs[i]+m.sizes[i]-off)
+		r, err := m.files[i].ReadAt(p[:k], off-m.offs[i])
+		n += r
+		off += int64(r)
+		p = p[r:]
+		if err != nil && !(err == io.EOF && int64(r) == k) {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF // the file shrank
+			}
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+func (m *multiReaderAt) Close() error {
+	var errs []error
+	for _, f := range m.files {
+		errs = append(errs, f.Close())
+	}
+	m.files = nil
+	return errors.Join(errs...)
+}

@@ -1,0 +1,143 @@
+package bundle
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// The part writer cuts at exact byte boundaries whatever the sizes of the
+// writes, hashes each part, and writes nothing at a final name until
+// commit; abort leaves nothing.
+func TestPartWriter(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	data := make([]byte, 10_000)
+	for i := range data {
+		data[i] = byte(rng.IntN(256))
+	}
+	for _, split := range []int64{7, 999, 1000, 4096, 10_000, 20_000} {
+		dir := t.TempDir()
+		w, err := newPartWriter(filepath.Join(dir, "x.tar"), split)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rest := data; len(rest) > 0; {
+			n := min(len(rest), 1+rng.IntN(3000))
+			if _, err := w.Write(rest[:n]); err != nil {
+				t.Fatal(err)
+			}
+			rest = rest[n:]
+		}
+		if ents, _ := os.ReadDir(dir); len(ents) == 0 || !strings.HasPrefix(ents[0].Name(), ".x.tar") {
+			t.Fatalf("split %d: before commit: %v", split, ents)
+		}
+		files, err := w.commit()
+		if err != nil {
+			t.Fatal(err)
+		}
+		parts, sums := files[:len(files)-1], files[len(files)-1]
+		want := (int64(len(data)) + split - 1) / split
+		if int64(len(parts)) != want {
+			t.Errorf("split %d: %d parts, want %d", split, len(parts), want)
+		}
+		var all []byte
+		lines, _ := readChecksums(sums)
+		for i, p := range parts {
+			b, _ := os.ReadFile(p)
+			if i < len(parts)-1 && int64(len(b)) != split {
+				t.Errorf("split %d: part %d has %d bytes", split, i, len(b))
+			}
+			sum := sha256.Sum256(b)
+			if lines[i].sum != hex.EncodeToString(sum[:]) || lines[i].name != filepath.Base(p) {
+				t.Errorf("split %d: checksum line %v for %s", split, lines[i], p)
+			}
+			all = append(all, b...)
+		}
+		if !bytes.Equal(all, data) {
+			t.Errorf("split %d: the parts do not add up to the stream", split)
+		}
+		if ents, _ := os.ReadDir(dir); len(ents) != len(parts)+1 {
+			t.Errorf("split %d: %d files left", split, len(ents))
+		}
+	}
+
+	dir := t.TempDir()
+	w, _ := newPartWriter(filepath.Join(dir, "x.tar"), 10)
+	w.Write(data[:100])
+	w.abort()
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Errorf("abort left %v", ents)
+	}
+}
+
+// multiReaderAt reads across part boundaries like one file.
+func TestMultiReaderAt(t *testing.T) {
+	dir := t.TempDir()
+	data := []byte(strings.Repeat("0123456789abcdef", 100))
+	var parts []Part
+	for i, off := 0, 0; off < len(data); i++ {
+		n := min(len(data)-off, 1+i*37%200)
+		p := filepath.Join(dir, partName("x", i))
+		os.WriteFile(p, data[off:off+n], 0o644)
+		parts = append(parts, Part{Path: p})
+		off += n
+	}
+	m, err := openParts(parts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if m.size != int64(len(data)) {
+		t.Fatalf("size %d", m.size)
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	for range 500 {
+		off := rng.IntN(len(data) + 10)
+		buf := make([]byte, rng.IntN(300))
+		n, err := m.ReadAt(buf, int64(off))
+		end := min(off+len(buf), len(data))
+		if off > len(data) {
+			end = off
+		}
+		if n != end-off || !bytes.Equal(buf[:n], data[off:end]) {
+			t.Fatalf("ReadAt(%d, %d) = %d", len(buf), off, n)
+		}
+		if (n < len(buf)) != (err == io.EOF) {
+			t.Fatalf("ReadAt(%d, %d): n %d, err %v", len(buf), off, n, err)
+		}
+	}
+}
+
+// locate finds a bundle from FILE or FILE.000, and lists the parts
+// SHA256SUMS names even when the disk lacks them.
+func TestLocate(t *testing.T) {
+	dir := t.TempDir()
+	for _, n := range []string{"b.tar.000", "b.tar.001", "b.tar.002"} {
+		os.WriteFile(filepath.Join(dir, n), []byte("x"), 0o644)
+	}
+	sum := strings.Repeat("a", 64)
+	os.WriteFile(filepath.Join(dir, ChecksumsFile), []byte(sum+"  b.tar.000\n"+sum+" *b.tar.001\n"+sum+"  b.tar.002\n"+sum+"  b.tar.003\n"+sum+"  other.tar.000\n"), 0o644)
+	for _, p := range []string{"b.tar", "b.tar.000"} {
+		l, err := locate(filepath.Join(dir, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !l.split || l.base != "b.tar" || len(l.parts) != 4 || l.parts[3].Size != -1 || l.parts[1].Want != sum || l.parts[2].Offset != 2 {
+			t.Errorf("locate(%s) = %+v", p, l)
+		}
+	}
+	if _, err := locate(filepath.Join(dir, "nope.tar")); err == nil || !strings.Contains(err.Error(), "nope.tar.000") {
+		t.Errorf("a missing bundle: %v", err)
+	}
+	os.Remove(filepath.Join(dir, "b.tar.000"))
+	l, err := locate(filepath.Join(dir, "b.tar"))
+	if err != nil || l.parts[0].Size != -1 || l.parts[1].Offset != -1 {
+		t.Errorf("without its first part: %+v %v", l, err)
+	}
+}
