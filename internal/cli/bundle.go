@@ -51,19 +51,6 @@ The format is documented in docs/bundle-format.md.`,
 		newBundleImportCmd(g),
 		newBundleReceiptCmd(g),
 	)
-	for _, c := range cmd.Commands() {
-		prev := c.Args
-		c.Args = func(cmd *cobra.Command, args []string) error {
-			g.cmd = cmd.CommandPath()
-			if prev == nil {
-				return nil
-			}
-			if err := prev(cmd, args); err != nil {
-				return &UsageError{Err: err}
-			}
-			return nil
-		}
-	}
 	return cmd
 }
 

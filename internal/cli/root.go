@@ -111,11 +111,17 @@ References name an endpoint:
 		newKeyCmd(g),
 		newBundleCmd(g),
 	)
-	// Remember which command is running, for the usage hint on errors.
-	for _, c := range root.Commands() {
-		c := c
-		prev := c.Args
-		c.Args = func(cmd *cobra.Command, args []string) error {
+	wrapArgs(g, root)
+	return root
+}
+
+// wrapArgs makes every command below c remember, as it starts, that it is
+// the one running (for the usage hint on errors) and turn its argument
+// errors into usage errors.
+func wrapArgs(g *globalOptions, c *cobra.Command) {
+	for _, sub := range c.Commands() {
+		prev := sub.Args
+		sub.Args = func(cmd *cobra.Command, args []string) error {
 			g.cmd = cmd.CommandPath()
 			if prev == nil {
 				return nil
@@ -125,6 +131,6 @@ References name an endpoint:
 			}
 			return nil
 		}
+		wrapArgs(g, sub)
 	}
-	return root
 }

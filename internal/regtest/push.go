@@ -35,14 +35,7 @@ func PushRandom(t testing.TB, ref string, layers int, size int64, user, pass str
 	if err != nil {
 		t.Fatalf("regtest: making a random image: %v", err)
 	}
-	if err := remote.Write(r, img, remoteOptions(t, user, pass)...); err != nil {
-		t.Fatalf("regtest: pushing %s: %v", ref, err)
-	}
-	d, err := img.Digest()
-	if err != nil {
-		t.Fatalf("regtest: digest of %s: %v", ref, err)
-	}
-	return d.String()
+	return write(t, r, img, user, pass)
 }
 
 // PushRandomIndex pushes an OCI image index to ref with one random OCI image
@@ -167,14 +160,7 @@ func PushImage(t testing.TB, ref string, spec Image, user, pass string) string {
 	if img, err = mutate.ConfigFile(img, cfg); err != nil {
 		t.Fatalf("regtest: setting the config: %v", err)
 	}
-	if err := remote.Write(r, img, remoteOptions(t, user, pass)...); err != nil {
-		t.Fatalf("regtest: pushing %s: %v", ref, err)
-	}
-	d, err := img.Digest()
-	if err != nil {
-		t.Fatalf("regtest: digest of %s: %v", ref, err)
-	}
-	return d.String()
+	return write(t, r, img, user, pass)
 }
 
 // PushSignature pushes a cosign-style signature for the manifest subject
@@ -194,14 +180,7 @@ func PushSignature(t testing.TB, repo, subject, user, pass string) string {
 	if err != nil {
 		t.Fatalf("regtest: making a signature: %v", err)
 	}
-	if err := remote.Write(r, img, remoteOptions(t, user, pass)...); err != nil {
-		t.Fatalf("regtest: pushing %s: %v", r, err)
-	}
-	d, err := img.Digest()
-	if err != nil {
-		t.Fatalf("regtest: digest of %s: %v", r, err)
-	}
-	return d.String()
+	return write(t, r, img, user, pass)
 }
 
 // PushReferrer pushes an OCI 1.1 artifact manifest whose subject is the
@@ -231,6 +210,19 @@ func PushReferrer(t testing.TB, repo, subject, artifactType, user, pass string) 
 	dst := r.Context().Digest(d.String())
 	if err := remote.Write(dst, img, opts...); err != nil {
 		t.Fatalf("regtest: pushing %s: %v", dst, err)
+	}
+	return d.String()
+}
+
+// write pushes img to r and returns its digest; any failure fails the test.
+func write(t testing.TB, r name.Reference, img v1.Image, user, pass string) string {
+	t.Helper()
+	if err := remote.Write(r, img, remoteOptions(t, user, pass)...); err != nil {
+		t.Fatalf("regtest: pushing %s: %v", r, err)
+	}
+	d, err := img.Digest()
+	if err != nil {
+		t.Fatalf("regtest: digest of %s: %v", r, err)
 	}
 	return d.String()
 }
