@@ -71,7 +71,8 @@ func manifestDigest(t *testing.T, ref string) string {
 }
 
 func TestCopyBetweenRegistries(t *testing.T) {
-	src, dst := testRegistry(t, nil), testRegistry(t, nil)
+	var gets blobGets
+	src, dst := testRegistry(t, gets.wrap), testRegistry(t, nil)
 	want := pushImage(t, src+"/app:v1")
 	var events []Event
 	var mu sync.Mutex
@@ -99,10 +100,11 @@ func TestCopyBetweenRegistries(t *testing.T) {
 		t.Errorf("%d BlobDone events, want 3", done)
 	}
 
+	if gets.total() != 3 {
+		t.Errorf("first copy fetched %d blobs, want 3", gets.total())
+	}
+
 	// Again: every blob is skipped after a HEAD, none is fetched.
-	var gets blobGets
-	src2 := testRegistry(t, gets.wrap)
-	pushImage(t, src2+"/app:v1")
 	before := gets.total()
 	res, err = copyOnce(t, src+"/app", dst+"/copy", "v1", "v1", Options{})
 	if err != nil || res.BlobsSkipped != 3 || res.BlobsCopied != 0 || res.Bytes != 0 {
