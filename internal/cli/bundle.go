@@ -153,13 +153,9 @@ func (o *bundleCreateOptions) run(ctx context.Context, g *globalOptions, args []
 			return usageErrorf("--split %s: parts must be at least 1KiB", o.split)
 		}
 	}
-	var platforms []ocispec.Platform
-	for _, p := range o.platforms {
-		pl, err := transfer.ParsePlatform(p)
-		if err != nil {
-			return &UsageError{Err: fmt.Errorf("--platform: %w", err)}
-		}
-		platforms = append(platforms, pl)
+	platforms, err := parsePlatforms(o.platforms)
+	if err != nil {
+		return err
 	}
 	for _, s := range o.since {
 		if _, err := os.Stat(s); err != nil {
@@ -181,10 +177,7 @@ func (o *bundleCreateOptions) run(ctx context.Context, g *globalOptions, args []
 		}
 	}
 
-	mode, err := progress.ParseMode(g.progress, g.streams.ErrTTY)
-	if err != nil {
-		return &UsageError{Err: fmt.Errorf("--progress: %w", err)}
-	}
+	mode := g.progressMode()
 	bar := progress.New(g.streams.Err, mode)
 	defer bar.Close()
 	defer softMemoryLimit(o.jobs)()
@@ -534,10 +527,7 @@ func (o *bundleImportOptions) run(ctx context.Context, g *globalOptions, file st
 		}
 		maps = append(maps, m)
 	}
-	mode, err := progress.ParseMode(g.progress, g.streams.ErrTTY)
-	if err != nil {
-		return &UsageError{Err: fmt.Errorf("--progress: %w", err)}
-	}
+	mode := g.progressMode()
 	if mode != progress.ModeNone && mode != progress.ModeJSON {
 		fmt.Fprintf(g.streams.Err, "verifying %s before importing anything\n", file)
 	}

@@ -7,7 +7,6 @@ import (
 	"sort"
 	"strings"
 
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 
@@ -101,13 +100,9 @@ func (o *copyOptions) run(ctx context.Context, g *globalOptions, srcArg, dstArg 
 	if err != nil {
 		return usageErrorf("--max-manifest-size: %v", err)
 	}
-	var platforms []ocispec.Platform
-	for _, p := range o.platforms {
-		pl, err := transfer.ParsePlatform(p)
-		if err != nil {
-			return &UsageError{Err: fmt.Errorf("--platform: %w", err)}
-		}
-		platforms = append(platforms, pl)
+	platforms, err := parsePlatforms(o.platforms)
+	if err != nil {
+		return err
 	}
 	src, err := g.parseReference(srcArg)
 	if err != nil {
@@ -123,10 +118,7 @@ func (o *copyOptions) run(ctx context.Context, g *globalOptions, srcArg, dstArg 
 		return usageErrorf("--all-tags copies whole repositories: give SRC and DST without a tag or digest")
 	}
 
-	mode, err := progress.ParseMode(g.progress, g.streams.ErrTTY)
-	if err != nil {
-		return &UsageError{Err: fmt.Errorf("--progress: %w", err)}
-	}
+	mode := g.progressMode()
 	bar := progress.New(g.streams.Err, mode)
 	defer bar.Close()
 

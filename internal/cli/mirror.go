@@ -89,10 +89,7 @@ func (o *mirrorOptions) run(ctx context.Context, g *globalOptions) error {
 	}
 	g.registries = cfg.Registry
 
-	mode, err := progress.ParseMode(g.progress, g.streams.ErrTTY)
-	if err != nil {
-		return &UsageError{Err: fmt.Errorf("--progress: %w", err)}
-	}
+	mode := g.progressMode()
 	if o.dryRun {
 		mode = progress.ModeNone // nothing moves
 	}

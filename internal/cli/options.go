@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/ferry-oci/ferry/internal/progress"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"io/fs"
 	"net/http"
 	"os"
@@ -193,4 +195,27 @@ func parseSize(s string) (int64, error) {
 		return 0, fmt.Errorf("size %q: expected a positive number with an optional K, M, G or T suffix (powers of 1024), e.g. 4MiB", s)
 	}
 	return n * mult, nil
+}
+
+// progressMode is --progress resolved for this run's stderr; init has
+// already refused values ParseMode does not know.
+func (g *globalOptions) progressMode() progress.Mode {
+	m, err := progress.ParseMode(g.progress, g.streams.ErrTTY)
+	if err != nil {
+		return progress.ModeNone
+	}
+	return m
+}
+
+// parsePlatforms parses repeated --platform values.
+func parsePlatforms(values []string) ([]ocispec.Platform, error) {
+	var out []ocispec.Platform
+	for _, v := range values {
+		p, err := transfer.ParsePlatform(v)
+		if err != nil {
+			return nil, &UsageError{Err: fmt.Errorf("--platform: %w", err)}
+		}
+		out = append(out, p)
+	}
+	return out, nil
 }
