@@ -149,21 +149,24 @@ func (o *serveOptions) run(ctx context.Context, g *globalOptions) error {
 	}
 	defer handler.Close()
 
+	// The certificate (and its CA file) comes first: a client that sees the
+	// port open can trust the CA file is there.
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
+	scheme := "http"
+	if o.tlsCert != "" || o.selfSigned {
+		cert, err := o.certificate(root)
+		if err != nil {
+			return err
+		}
+		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		scheme = "https"
+	}
 	ln, err := net.Listen("tcp", o.addr)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w (is another registry running there? choose another --addr)", o.addr, err)
 	}
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
-	scheme := "http"
-	if o.tlsCert != "" || o.selfSigned {
-		cert, err := o.certificate(ln.Addr(), root)
-		if err != nil {
-			ln.Close()
-			return err
-		}
-		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if srv.TLSConfig != nil {
 		ln = tls.NewListener(ln, srv.TLSConfig)
-		scheme = "https"
 	}
 
 	desc := "root " + root
@@ -206,7 +209,7 @@ func (o *serveOptions) run(ctx context.Context, g *globalOptions) error {
 
 // certificate loads --tls-cert/--tls-key, or makes a self-signed one for
 // the listen address and writes its CA where clients can be pointed at it.
-func (o *serveOptions) certificate(addr net.Addr, root string) (tls.Certificate, error) {
+func (o *serveOptions) certificate(root string) (tls.Certificate, error) {
 	if o.tlsCert != "" {
 		cert, err := tls.LoadX509KeyPair(o.tlsCert, o.tlsKey)
 		if err != nil {
