@@ -5,13 +5,21 @@
 // internal/transfer's endpoints, so a registry, an OCI layout and an OCI
 // archive are signed and verified alike.
 //
-// It is the only package that imports sigstore/cosign, and it imports it
-// narrowly: key files only. Nothing here talks to Rekor, Fulcio or TUF.
+// It is the only package that deals in sigstore's formats. It builds on
+// sigstore/sigstore's signature packages and go-securesystemslib's key
+// encryption, as cosign does, but not on cosign itself: pkg/cosign would
+// add 9 MB to the binary and 20 ms to every command's start for the two
+// functions it would be used for. Its tests load keys with cosign's own
+// library, and the interop suite signs and verifies with the cosign CLI.
+// Nothing here talks to Rekor, Fulcio or TUF.
 package signing
 
 import (
 	"bytes"
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
@@ -21,7 +29,6 @@ import (
 	"strings"
 
 	"github.com/secure-systems-lab/go-securesystemslib/encrypted"
-	"github.com/sigstore/cosign/v2/pkg/cosign"
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/sigstore/sigstore/pkg/signature/options"
@@ -72,12 +79,34 @@ type KeyPair struct {
 // GenerateKeyPair makes an ECDSA P-256 key pair, as `cosign
 // generate-key-pair` does, and encrypts the private key with password.
 func GenerateKeyPair(password []byte) (KeyPair, error) {
-	kb, err := cosign.GenerateKeyPair(func(bool) ([]byte, error) { return password, nil })
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return KeyPair{}, fmt.Errorf("generating a key pair: %w", err)
 	}
-	return KeyPair{Private: kb.PrivateBytes, Public: kb.PublicBytes}, nil
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return KeyPair{}, fmt.Errorf("encoding the private key: %w", err)
+	}
+	sealed, err := encrypted.Encrypt(der, password)
+	if err != nil {
+		return KeyPair{}, fmt.Errorf("encrypting the private key: %w", err)
+	}
+	pub, err := cryptoutils.MarshalPublicKeyToPEM(key.Public())
+	if err != nil {
+		return KeyPair{}, fmt.Errorf("encoding the public key: %w", err)
+	}
+	return KeyPair{
+		Private: pem.EncodeToMemory(&pem.Block{Type: privateKeyPEMType, Bytes: sealed}),
+		Public:  pub,
+	}, nil
 }
+
+// The PEM block types of cosign's encrypted private keys: the current
+// one, which ferry writes, and the older one it still reads.
+const (
+	privateKeyPEMType       = "ENCRYPTED SIGSTORE PRIVATE KEY"
+	legacyPrivateKeyPEMType = "ENCRYPTED COSIGN PRIVATE KEY"
+)
 
 // PasswordFunc returns the password of an encrypted private key. It is
 // called at most once, and only for a key that is encrypted.
@@ -101,7 +130,7 @@ func LoadSigner(name string, keyPEM []byte, password PasswordFunc) (*Signer, err
 	if block == nil {
 		return nil, fmt.Errorf("%w: %s is not a PEM file", ErrKey, name)
 	}
-	if block.Type != cosign.SigstorePrivateKeyPemType && block.Type != cosign.CosignPrivateKeyPemType {
+	if block.Type != privateKeyPEMType && block.Type != legacyPrivateKeyPEMType {
 		return nil, fmt.Errorf("%w: %s holds a %q block; expected an encrypted cosign private key (ferry key generate, cosign generate-key-pair)", ErrKey, name, block.Type)
 	}
 	if password == nil {
@@ -111,8 +140,8 @@ func LoadSigner(name string, keyPEM []byte, password PasswordFunc) (*Signer, err
 	if err != nil {
 		return nil, err
 	}
-	// Decrypted here rather than by cosign.LoadPrivateKey so that a wrong
-	// password can be told from a damaged file without reading messages.
+	// A wrong password is told from a damaged file by checking the
+	// envelope first.
 	var envelope struct {
 		KDF    json.RawMessage `json:"kdf"`
 		Cipher json.RawMessage `json:"cipher"`
@@ -128,7 +157,8 @@ func LoadSigner(name string, keyPEM []byte, password PasswordFunc) (*Signer, err
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: parsing the private key: %v", ErrKey, name, err)
 	}
-	sv, err := signature.LoadDefaultSignerVerifier(pk, *cosign.GetDefaultLoadOptions(nil)...)
+	// ED25519ph for Ed25519 keys, as cosign signs with them.
+	sv, err := signature.LoadDefaultSignerVerifier(pk, options.WithED25519ph())
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrKey, name, err)
 	}
