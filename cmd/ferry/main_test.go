@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -54,14 +55,72 @@ func scriptParams(dir string, vars []string) testscript.Params {
 			// scripts run it hundreds of times.
 			env.Setenv("GORACE", strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
 			env.Vars = append(env.Vars, vars...)
-			return nil
+			return setupRekor(env)
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"exitcode": cmdExitcode,
 			"sha256":   cmdSHA256,
 			"expand":   cmdExpand,
+			"rekor":    cmdRekor,
 		},
 		RequireExplicitExec: true,
+	}
+}
+
+// setupRekor gives a script a transparency log of its own:
+//
+//	REKOR      its URL, for ferry sign --tlog-upload --rekor-url
+//	REKOR_PUB  the file of its public key, for ferry verify --rekor-key
+//	           and cosign's SIGSTORE_REKOR_PUBLIC_KEY
+func setupRekor(env *testscript.Env) error {
+	log, err := regtest.NewRekor()
+	if err != nil {
+		return err
+	}
+	env.Defer(log.Close)
+	dir, err := os.MkdirTemp("", "rekor")
+	if err != nil {
+		return err
+	}
+	env.Defer(func() { os.RemoveAll(dir) })
+	pub := filepath.Join(dir, "rekor.pub")
+	if err := os.WriteFile(pub, log.PublicKey, 0o644); err != nil {
+		return err
+	}
+	env.Setenv("REKOR", log.URL)
+	env.Setenv("REKOR_PUB", pub)
+	env.Values[rekorKey{}] = log
+	return nil
+}
+
+// rekorKey is the key of the script's log in testscript's Values.
+type rekorKey struct{}
+
+// cmdRekor checks how many requests the script's transparency log has
+// received, or how many entries it holds:
+//
+//	rekor requests 0
+//	rekor entries 2
+func cmdRekor(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: rekor requests|entries N")
+	}
+	log := ts.Value(rekorKey{}).(*regtest.RekorLog)
+	want, err := strconv.Atoi(args[1])
+	if err != nil {
+		ts.Fatalf("rekor: %v", err)
+	}
+	var got int
+	switch args[0] {
+	case "requests":
+		got = log.Requests()
+	case "entries":
+		got = log.Entries()
+	default:
+		ts.Fatalf("usage: rekor requests|entries N")
+	}
+	if got != want {
+		ts.Fatalf("the transparency log has %d %s, want %d", got, args[0], want)
 	}
 }
 

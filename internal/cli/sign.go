@@ -21,6 +21,8 @@ type signOptions struct {
 	certChain   string
 	identity    string
 	tlogUpload  bool
+	rekorURL    string
+	rekorURLSet bool // --rekor-url was given
 }
 
 func newSignCmd(g *globalOptions) *cobra.Command {
@@ -39,7 +41,13 @@ them along. REF may be a registry image, an OCI layout (oci:DIR[:TAG]) or
 an OCI archive (oci-archive:FILE[:TAG], which is rewritten with the
 signature added), so content can be signed before it crosses an air gap.
 
-Nothing is sent to a transparency log or a certificate authority.
+Nothing is sent to a transparency log unless --tlog-upload asks for it:
+then each signature is added to the Rekor log at --rekor-url, as cosign
+sign does, and the log's entry is stored with the signature (its
+dev.sigstore.cosign/bundle annotation), for cosign verify and ferry verify
+--rekor-key to check offline. The log is public: it records the
+signature, the SHA-256 of the signed payload, and the public key (or
+--cert). Nothing is ever sent to a certificate authority.
 
 KEY is a file or env://VAR (the PEM in an environment variable). Its
 password comes from $COSIGN_PASSWORD, or is asked for on a terminal.
@@ -49,10 +57,13 @@ PKI), which ferry verify --ca-roots and cosign verify check.`,
   ferry sign --key cosign.key -a build=1234 -a git=9f2e1c registry.example.com/app:1.4
   ferry sign --key env://SIGNING_KEY --recursive registry.example.com/app:1.4
   ferry sign --key cosign.key oci:./images:app-1.4
-  ferry sign --key site.key --cert site.crt --cert-chain site-chain.pem registry.example.com/app:1.4`,
+  ferry sign --key site.key --cert site.crt --cert-chain site-chain.pem registry.example.com/app:1.4
+  ferry sign --key cosign.key --tlog-upload registry.example.com/app@sha256:4f1c...
+  ferry sign --key cosign.key --tlog-upload --rekor-url https://rekor.example.com oci:./images:app-1.4`,
 		Args:              cobra.MinimumNArgs(1),
 		ValidArgsFunction: completeReference(g),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			o.rekorURLSet = cmd.Flags().Changed("rekor-url")
 			return o.run(cmd.Context(), g, args)
 		},
 	}
@@ -63,7 +74,8 @@ PKI), which ferry verify --ca-roots and cosign verify check.`,
 	f.StringVar(&o.cert, "cert", "", "PEM certificate for the key, stored with the signature")
 	f.StringVar(&o.certChain, "cert-chain", "", "PEM chain that issued --cert (intermediates, then root)")
 	f.StringVar(&o.identity, "sign-container-identity", "", "the identity (docker-reference) to claim in the payload; default: the repository (for a layout, its tag)")
-	f.BoolVar(&o.tlogUpload, "tlog-upload", false, "not supported: ferry never uploads to a transparency log")
+	f.BoolVar(&o.tlogUpload, "tlog-upload", false, "add each signature to the Rekor transparency log (public), and store its entry with the signature")
+	f.StringVar(&o.rekorURL, "rekor-url", signing.DefaultRekorURL, "the Rekor log --tlog-upload adds signatures to")
 	_ = cmd.MarkFlagFilename("key", "key")
 	_ = cmd.MarkFlagFilename("cert", "pem", "crt", "cer")
 	_ = cmd.MarkFlagFilename("cert-chain", "pem", "crt", "cer")
@@ -74,8 +86,8 @@ func (o *signOptions) run(ctx context.Context, g *globalOptions, args []string) 
 	if o.key == "" {
 		return usageErrorf("--key is required: the private key to sign with (a file, or env://VAR); make one with ferry key generate")
 	}
-	if o.tlogUpload {
-		return usageErrorf("--tlog-upload: ferry signs offline and never uploads to a transparency log; leave the flag out")
+	if o.rekorURLSet && !o.tlogUpload {
+		return usageErrorf("--rekor-url is where --tlog-upload sends signatures; add --tlog-upload, or leave --rekor-url out to sign offline")
 	}
 	if o.certChain != "" && o.cert == "" {
 		return usageErrorf("--cert-chain needs --cert")
@@ -90,6 +102,15 @@ func (o *signOptions) run(ctx context.Context, g *globalOptions, args []string) 
 			return err
 		}
 	}
+	opts := signing.SignOptions{Annotations: annotations, Recursive: o.recursive, Identity: o.identity}
+	if o.tlogUpload {
+		if opts.TLog, err = signing.NewRekor(o.rekorURL, g.transport); err != nil {
+			if errors.Is(err, signing.ErrRekorURL) {
+				return &UsageError{Err: fmt.Errorf("--rekor-url: %w", err)}
+			}
+			return err
+		}
+	}
 	signer, err := o.loadSigner(g)
 	if err != nil {
 		return err
@@ -101,7 +122,7 @@ func (o *signOptions) run(ctx context.Context, g *globalOptions, args []string) 
 		if ref.Digest == "" && ref.Tag != "" {
 			fmt.Fprintf(g.streams.Err, "ferry: warning: %s names the tag %q; signing the digest it points at now, which the tag may not keep\n", ref.Original, ref.Tag)
 		}
-		res, err := signRef(ctx, remote, ref, signer, signing.SignOptions{Annotations: annotations, Recursive: o.recursive, Identity: o.identity})
+		res, err := signRef(ctx, remote, ref, signer, opts)
 		all = append(all, res...)
 		if err != nil {
 			return err
@@ -112,9 +133,14 @@ func (o *signOptions) run(ctx context.Context, g *globalOptions, args []string) 
 	}
 	for _, s := range all {
 		fmt.Fprintln(g.streams.Out, s.Image)
-		if s.Existing {
+		switch {
+		case s.Existing && s.TLog != nil:
+			fmt.Fprintf(g.streams.Err, "%s already holds this signature, logged at index %d\n", s.Signature, s.TLog.LogIndex)
+		case s.Existing:
 			fmt.Fprintf(g.streams.Err, "%s already holds this signature\n", s.Signature)
-		} else {
+		case s.TLog != nil:
+			fmt.Fprintf(g.streams.Err, "signature written to %s, logged in %s at index %d\n", s.Signature, opts.TLog, s.TLog.LogIndex)
+		default:
 			fmt.Fprintf(g.streams.Err, "signature written to %s\n", s.Signature)
 		}
 	}

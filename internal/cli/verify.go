@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -22,7 +24,13 @@ type verifyOptions struct {
 	identityRegexp string
 	issuer         string
 	issuerRegexp   string
+	rekorKey       string
+	requireTLog    bool
 }
+
+// rekorKeyEnv names the file of the Rekor log's public key, as cosign
+// reads it.
+const rekorKeyEnv = "SIGSTORE_REKOR_PUBLIC_KEY"
 
 func newVerifyCmd(g *globalOptions) *cobra.Command {
 	o := &verifyOptions{}
@@ -45,12 +53,22 @@ On success each verified image is printed as REF@DIGEST; -o json prints the
 verified payloads.
 
 --certificate-identity matches a subject alternative name (email, URI, DNS
-name or IP); the -regexp forms must match the whole value.`,
+name or IP); the -regexp forms must match the whole value.
+
+Transparency log entries (ferry sign --tlog-upload, cosign sign) are
+checked offline with the log's public key, --rekor-key or the file
+$SIGSTORE_REKOR_PUBLIC_KEY names (as cosign reads it): an entry must come
+from that log, carry a signed entry timestamp that verifies with its key,
+and record this signature, payload hash and key; a signature whose entry
+does not is rejected. --require-tlog also rejects signatures without an entry, as
+cosign verify does by default. -o json shows each entry's log index and
+integrated time. Without a Rekor key, entries are not read.`,
 		Example: `  ferry verify --key cosign.pub registry.example.com/app:1.4
   ferry verify --key cosign.pub -a build=1234 -o json registry.example.com/app@sha256:4f1c...
   ferry verify --key env://COSIGN_PUBLIC_KEY --recursive oci:/mnt/usb/images:app-1.4
   ferry verify --ca-roots site-ca.pem --certificate-identity release@example.com \
-      --certificate-oidc-issuer https://sso.example.com registry.example.com/app:1.4`,
+      --certificate-oidc-issuer https://sso.example.com registry.example.com/app:1.4
+  ferry verify --key cosign.pub --rekor-key rekor.pub --require-tlog registry.example.com/app:1.4`,
 		Args:              cobra.MinimumNArgs(1),
 		ValidArgsFunction: completeReference(g),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -68,9 +86,12 @@ name or IP); the -regexp forms must match the whole value.`,
 	f.StringVar(&o.identityRegexp, "certificate-identity-regexp", "", "a regular expression the whole identity must match")
 	f.StringVar(&o.issuer, "certificate-oidc-issuer", "", "the OIDC issuer in the certificate")
 	f.StringVar(&o.issuerRegexp, "certificate-oidc-issuer-regexp", "", "a regular expression the whole OIDC issuer must match")
+	f.StringVar(&o.rekorKey, "rekor-key", "", "the Rekor log's public key, to check transparency log entries offline: a file, or env://VAR (default $"+rekorKeyEnv+")")
+	f.BoolVar(&o.requireTLog, "require-tlog", false, "reject signatures without a transparency log entry that verifies with the Rekor key")
 	_ = cmd.MarkFlagFilename("key", "pub", "pem")
 	_ = cmd.MarkFlagFilename("ca-roots", "pem", "crt", "cer")
 	_ = cmd.MarkFlagFilename("ca-intermediates", "pem", "crt", "cer")
+	_ = cmd.MarkFlagFilename("rekor-key", "pub", "pem")
 	return cmd
 }
 
@@ -117,7 +138,32 @@ func (o *verifyOptions) options() (signing.VerifyOptions, error) {
 	default:
 		return opts, usageErrorf("say what to trust: --key PUB, or --ca-roots PEM with --certificate-identity and --certificate-oidc-issuer")
 	}
-	return opts, nil
+	opts.TLog, err = o.tlogPolicy()
+	return opts, err
+}
+
+// tlogPolicy reads the Rekor key, from --rekor-key or the file
+// $SIGSTORE_REKOR_PUBLIC_KEY names; nil when there is none.
+func (o *verifyOptions) tlogPolicy() (*signing.TLogPolicy, error) {
+	ref, what := o.rekorKey, "--rekor-key"
+	if ref == "" {
+		ref, what = os.Getenv(rekorKeyEnv), "$"+rekorKeyEnv
+	}
+	if ref == "" {
+		if o.requireTLog {
+			return nil, usageErrorf("--require-tlog needs the Rekor log's public key: give --rekor-key PUB, or set %s to its file", rekorKeyEnv)
+		}
+		return nil, nil
+	}
+	pem, err := signing.ReadKeyRef(ref, nil)
+	if err != nil {
+		return nil, &UsageError{Err: fmt.Errorf("%s: %w", what, err)}
+	}
+	p, err := signing.NewTLogPolicy(ref, pem, o.requireTLog)
+	if err != nil {
+		return nil, keyError(fmt.Errorf("%s: %w", what, err))
+	}
+	return p, nil
 }
 
 func (o *verifyOptions) run(ctx context.Context, g *globalOptions, args []string) error {
@@ -150,7 +196,7 @@ func (o *verifyOptions) run(ctx context.Context, g *globalOptions, args []string
 	} else {
 		for _, v := range all {
 			fmt.Fprintln(g.streams.Out, v.Image)
-			fmt.Fprintf(g.streams.Err, "verified %s: %d valid signature(s)\n", v.Image, len(v.Signatures))
+			fmt.Fprintf(g.streams.Err, "verified %s: %d valid signature(s)%s\n", v.Image, len(v.Signatures), loggedAt(v.Signatures))
 		}
 	}
 	return errors.Join(errs...)
@@ -163,4 +209,19 @@ func (o *verifyOptions) verifyRef(ctx context.Context, g *globalOptions, arg str
 	}
 	defer closeSrc()
 	return signing.Verify(ctx, src, ref, opts)
+}
+
+// loggedAt says where verified signatures are in the transparency log:
+// "; logged at index 12 (2025-06-01T10:00:00Z)", or "" for none.
+func loggedAt(sigs []signing.VerifiedSignature) string {
+	var at []string
+	for _, s := range sigs {
+		if s.TLog != nil {
+			at = append(at, fmt.Sprintf("index %d (%s)", s.TLog.LogIndex, time.Unix(s.TLog.IntegratedTime, 0).UTC().Format(time.RFC3339)))
+		}
+	}
+	if len(at) == 0 {
+		return ""
+	}
+	return "; logged at " + strings.Join(at, ", ")
 }

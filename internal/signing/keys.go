@@ -11,7 +11,8 @@
 // add 9 MB to the binary and 20 ms to every command's start for the two
 // functions it would be used for. Its tests load keys with cosign's own
 // library, and the interop suite signs and verifies with the cosign CLI.
-// Nothing here talks to Rekor, Fulcio or TUF.
+// It talks to a Rekor transparency log only when asked to (SignOptions.TLog,
+// in rekor.go, a small client of its REST API), and never to Fulcio or TUF.
 package signing
 
 import (

@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/opencontainers/go-digest"
+	"github.com/sigstore/sigstore/pkg/cryptoutils"
 
 	"github.com/ferry-oci/ferry/internal/transfer"
 )
@@ -28,6 +29,9 @@ type SignOptions struct {
 	// Identity is the payload's critical.identity.docker-reference; empty
 	// means the repository (for a registry) or the layout's tag.
 	Identity string
+	// TLog, when set, is the transparency log each signature is added to
+	// before it is stored, with the entry in its bundle annotation.
+	TLog *Rekor
 }
 
 // Signed is one manifest Sign signed.
@@ -45,6 +49,8 @@ type Signed struct {
 	Existing bool `json:"existing,omitempty"`
 	// Payload is the payload signed.
 	Payload json.RawMessage `json:"payload"`
+	// TLog is the signature's transparency log entry, with SignOptions.TLog.
+	TLog *TLogEntry `json:"tlog,omitempty"`
 }
 
 // Sign signs the manifest ref names in ep, by digest: a tag is resolved
@@ -71,7 +77,7 @@ func Sign(ctx context.Context, ep Endpoint, ref transfer.Reference, s *Signer, o
 	}
 	var out []Signed
 	for _, d := range targets {
-		r, err := signOne(ctx, ep, d, identity, s, opts.Annotations)
+		r, err := signOne(ctx, ep, d, identity, s, opts)
 		if err != nil {
 			return out, err
 		}
@@ -123,10 +129,10 @@ func descendants(ctx context.Context, r transfer.Reader, top *transfer.Manifest)
 	return out, walk(top, 0)
 }
 
-func signOne(ctx context.Context, ep Endpoint, d digest.Digest, identity string, s *Signer, annotations map[string]string) (Signed, error) {
+func signOne(ctx context.Context, ep Endpoint, d digest.Digest, identity string, s *Signer, opts SignOptions) (Signed, error) {
 	tag := SignatureTag(d)
 	res := Signed{Image: ep.String() + "@" + string(d), Digest: d, Signature: ep.String() + ":" + tag}
-	payload, err := makePayload(identity, d, annotations)
+	payload, err := makePayload(identity, d, opts.Annotations)
 	if err != nil {
 		return res, err
 	}
@@ -140,8 +146,8 @@ func signOne(ctx context.Context, ep Endpoint, d digest.Digest, identity string,
 		return res, err
 	}
 	if existing != nil {
-		if s.hasSignature(ctx, ep, existing, payload) {
-			res.Existing, res.SignatureDigest = true, existing.Descriptor.Digest
+		if ok, entry := s.hasSignature(ctx, ep, existing, payload, opts.TLog != nil); ok {
+			res.Existing, res.SignatureDigest, res.TLog = true, existing.Descriptor.Digest, entry
 			return res, nil
 		}
 		if img, err = loadSigImage(ctx, ep, existing); err != nil {
@@ -157,6 +163,17 @@ func signOne(ctx context.Context, ep Endpoint, d digest.Digest, identity string,
 		ann[AnnotationCertificate] = string(s.cert)
 		ann[AnnotationChain] = string(s.chain)
 	}
+	if opts.TLog != nil {
+		keyPEM, err := s.logKey()
+		if err != nil {
+			return res, err
+		}
+		entry, bundle, err := opts.TLog.upload(ctx, payload, sig, keyPEM, s.pub)
+		if err != nil {
+			return res, fmt.Errorf("adding the signature of %s to the transparency log: %w", res.Image, err)
+		}
+		ann[AnnotationBundle], res.TLog = string(bundle), entry
+	}
 	if err := img.add(payload, ann); err != nil {
 		return res, fmt.Errorf("adding a signature to %s: %w", res.Signature, err)
 	}
@@ -170,8 +187,9 @@ func signOne(ctx context.Context, ep Endpoint, d digest.Digest, identity string,
 
 // hasSignature reports whether the signature image already holds a
 // signature of exactly payload by this signer (with the same
-// certificate), so that signing again changes nothing.
-func (s *Signer) hasSignature(ctx context.Context, r transfer.Reader, m *transfer.Manifest, payload []byte) bool {
+// certificate and, when tlog is set, a transparency log entry, which it
+// returns), so that signing again changes nothing.
+func (s *Signer) hasSignature(ctx context.Context, r transfer.Reader, m *transfer.Manifest, payload []byte, tlog bool) (bool, *TLogEntry) {
 	want := digest.FromBytes(payload)
 	for _, l := range m.Layers {
 		if l.Digest != want || l.Annotations[AnnotationCertificate] != string(s.cert) {
@@ -181,12 +199,28 @@ func (s *Signer) hasSignature(ctx context.Context, r transfer.Reader, m *transfe
 		if err != nil {
 			continue
 		}
+		var entry *TLogEntry
+		if tlog {
+			if entry = bundleEntry(l.Annotations[AnnotationBundle], payload, sig, s.pub); entry == nil {
+				continue // not logged: sign again, and log that
+			}
+		}
 		if _, err := r.FetchBlob(ctx, l.Digest, l.Size, MaxPayload); err != nil {
 			continue // the layer's blob is missing: write it again
 		}
 		if verifyWith(s.pub, sig, payload) {
-			return true
+			return true, entry
 		}
 	}
-	return false
+	return false, nil
+}
+
+// logKey is what a transparency log records as the signer: the
+// certificate when there is one, as cosign uploads it, else the public key
+// (PEM).
+func (s *Signer) logKey() ([]byte, error) {
+	if s.cert != nil {
+		return s.cert, nil
+	}
+	return cryptoutils.MarshalPublicKeyToPEM(s.pub)
 }

@@ -37,6 +37,10 @@ type VerifyOptions struct {
 	MaxSignatures int
 	// Now is the time certificates must be valid at; zero means now.
 	Now time.Time
+	// TLog, when set, checks signatures' transparency log entries with
+	// the log's key; nil leaves them unread, as cosign verify
+	// --insecure-ignore-tlog does.
+	TLog *TLogPolicy
 }
 
 // Verified is a manifest with at least one valid signature.
@@ -56,6 +60,9 @@ type VerifiedSignature struct {
 	Signature string `json:"signature"`
 	// Certificate describes the signer's certificate, in certificate mode.
 	Certificate *CertificateInfo `json:"certificate,omitempty"`
+	// TLog is the signature's verified transparency log entry, with
+	// VerifyOptions.TLog.
+	TLog *TLogEntry `json:"tlog,omitempty"`
 }
 
 // VerificationError says why no signature of an image verified. It wraps
@@ -185,6 +192,10 @@ func verifyOne(ctx context.Context, src transfer.Source, image string, d digest.
 		return fail("too many signatures", fmt.Sprintf("more than %d sigstore bundles (--max-signatures)", opts.MaxSignatures))
 	}
 	found += n
+	if opts.TLog != nil && opts.TLog.Require && len(valid) > 0 {
+		problems = append(problems, fmt.Sprintf("%d sigstore bundle(s) verified, but ferry does not check the transparency log entries in bundles", len(valid)))
+		valid = nil
+	}
 	res.Signatures = append(res.Signatures, valid...)
 	problems = append(problems, bproblems...)
 
@@ -246,6 +257,13 @@ func checkLayer(ctx context.Context, src transfer.Reader, d digest.Digest, media
 	}
 	if err := annotationsMatch(opts.Annotations, p.Optional); err != nil {
 		return nil, err.Error(), nil
+	}
+	if opts.TLog != nil {
+		entry, problem := opts.TLog.check(ann[AnnotationBundle], raw, sig, pub)
+		if problem != "" {
+			return nil, problem, nil
+		}
+		vs.TLog = entry
 	}
 	vs.Payload = json.RawMessage(raw)
 	return vs, "", nil
