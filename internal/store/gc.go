@@ -32,6 +32,10 @@ type GCOptions struct {
 	// it is reachable from a tagged one or refers (subject) to something
 	// kept: signatures and SBOMs of kept images survive.
 	Untagged bool
+	// Partial accepts manifests that are listed but missing, as in a
+	// pull-through cache that holds only the platforms of an index that
+	// were asked for: they are skipped instead of stopping GC.
+	Partial bool
 }
 
 // GCReport says what GC removed (or, with DryRun, would remove).
@@ -84,6 +88,9 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 		return GCReport{}, err
 	}
 	w := newWalker(s, false, func(p Problem) error {
+		if opts.Partial && errors.Is(p.Err, ErrNotFound) {
+			return nil
+		}
 		return fmt.Errorf("garbage collection of OCI layout %s stopped before removing anything: %w (restore or remove the index.json entry that needs it, then retry)", s.dir, p.Err)
 	})
 	cutoff := time.Now().Add(-grace)

@@ -69,6 +69,15 @@ func (u *Upload) Size() int64 {
 	return u.n
 }
 
+// Digest returns the digest, in the upload's algorithm, of the bytes
+// written so far. A caller can check the content with it before Commit
+// makes it durable, to act on good content without waiting for the disk.
+func (u *Upload) Digest() digest.Digest {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return digest.NewDigest(u.alg, u.h) // Sum leaves the hash running
+}
+
 // Commit checks that the data hashes to want, makes it durable and moves it
 // to its digest path. The upload is finished whatever the outcome: on a
 // mismatch (an error wrapping ErrDigestMismatch and naming want) or any

@@ -50,6 +50,24 @@ func TestUploadCommit(t *testing.T) {
 	assertNoTemp(t, s)
 }
 
+// Digest follows the bytes written, and writing goes on after it.
+func TestUploadDigestSoFar(t *testing.T) {
+	s := newStore(t)
+	u, err := s.NewUpload(digest.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Cancel()
+	u.Write([]byte("hello, "))
+	if got, want := u.Digest(), digest.FromString("hello, "); got != want {
+		t.Errorf("after one write: Digest = %s, want %s", got, want)
+	}
+	u.Write([]byte("world"))
+	if got, want := u.Digest(), digest.FromString("hello, world"); got != want {
+		t.Errorf("after two writes: Digest = %s, want %s", got, want)
+	}
+}
+
 func TestUploadMismatchLeavesNothing(t *testing.T) {
 	s := newStore(t)
 	u, err := s.NewUpload(digest.SHA256)
