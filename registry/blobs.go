@@ -34,6 +34,9 @@ func (s *Server) getBlob(w http.ResponseWriter, r *http.Request, rt route) *apiE
 	ctx := r.Context()
 	if r.Method == http.MethodHead {
 		size, err := s.r.Stat(ctx, d)
+		if errors.Is(err, store.ErrNotFound) && s.cache != nil {
+			return s.cache.headBlob(w, r, rt, d)
+		}
 		if err != nil {
 			return storeError(err, blobUnknown(d))
 		}
@@ -45,6 +48,9 @@ func (s *Server) getBlob(w http.ResponseWriter, r *http.Request, rt route) *apiE
 		return serveContent(w, r, nil, size, d)
 	}
 	rc, size, err := s.r.ReadBlob(ctx, d)
+	if errors.Is(err, store.ErrNotFound) && s.cache != nil {
+		return s.cache.serveBlob(w, r, rt, d)
+	}
 	if err != nil {
 		return storeError(err, blobUnknown(d))
 	}

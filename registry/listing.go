@@ -78,10 +78,20 @@ func (s *Server) getTags(w http.ResponseWriter, r *http.Request, repo string) *a
 	if err != nil {
 		return internalError(err)
 	}
-	if !v.hasRepo(repo) {
-		return newError(http.StatusNotFound, codeNameUnknown, "repository %s is not known to this registry", repo).withDetail(map[string]string{"name": repo})
+	var all []string
+	listed := false
+	if s.cache != nil {
+		if all, listed, aerr = s.cache.tags(r.Context(), w.Header(), repo); aerr != nil {
+			return aerr
+		}
 	}
-	tags, next := page(v.tags[repo], last, n)
+	if !listed {
+		if !v.hasRepo(repo) {
+			return newError(http.StatusNotFound, codeNameUnknown, "repository %s is not known to this registry", repo).withDetail(map[string]string{"name": repo})
+		}
+		all = v.tags[repo]
+	}
+	tags, next := page(all, last, n)
 	if next != "" {
 		w.Header().Set("Link", nextLink("/v2/"+repo+"/tags/list", n, next))
 	}
@@ -139,6 +149,9 @@ func (s *Server) getReferrers(w http.ResponseWriter, r *http.Request, rt route) 
 	subject, aerr := parseDigest(rt.ref)
 	if aerr != nil {
 		return aerr
+	}
+	if s.cache != nil {
+		s.cache.prepareReferrers(ctx, w.Header(), rt.name, subject)
 	}
 	all, err := s.r.Referrers(ctx, subject)
 	if err != nil {

@@ -81,6 +81,11 @@ func (s *Server) resolve(ctx context.Context, rt route) (ocispec.Descriptor, *ap
 // in Docker-Content-Digest.
 func (s *Server) getManifest(w http.ResponseWriter, r *http.Request, rt route) *apiError {
 	ctx := r.Context()
+	if s.cache != nil {
+		if aerr := s.cache.prepareManifest(ctx, w.Header(), rt); aerr != nil {
+			return aerr
+		}
+	}
 	desc, aerr := s.resolve(ctx, rt)
 	if aerr != nil {
 		return aerr

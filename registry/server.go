@@ -59,6 +59,30 @@ type Options struct {
 	// MaxUploads caps the upload sessions open at once (default 1024);
 	// more are refused with 429 TOOMANYREQUESTS.
 	MaxUploads int
+
+	// Upstreams makes the registry a pull-through cache (see cache.go): a
+	// repository whose name starts with a key and a slash is a cache of
+	// that key's upstream, under the rest of its name
+	// (docker.io/library/nginx is library/nginx at the "docker.io"
+	// upstream), and the key "" is the upstream of every other name.
+	// Content the layout lacks is fetched as clients ask for it,
+	// verified, stored and served; pushes to cached repositories are
+	// refused with 405 UNSUPPORTED. Only New accepts it.
+	Upstreams map[string]Upstream
+	// UpstreamTTL is how long a cached tag is served before the upstream
+	// is asked again, with a HEAD request (default DefaultUpstreamTTL;
+	// negative: on every request). Content by digest is never asked for
+	// again.
+	UpstreamTTL time.Duration
+	// UpstreamTimeout bounds asking the upstream about a tag, a tag list
+	// or referrers the cache holds (default DefaultUpstreamTimeout); past
+	// it, the cached answer is served with a Warning header.
+	UpstreamTimeout time.Duration
+	// CacheMaxSize, when positive, caps the bytes of the layout's blobs:
+	// beyond it, the cached images used least recently are dropped and
+	// garbage collected (see evictor). Content used within the last
+	// store.DefaultGrace is never dropped.
+	CacheMaxSize int64
 }
 
 // Action is what a request does to a repository, for Options.Authorize.
@@ -92,6 +116,7 @@ type Server struct {
 	view      *view
 	viewStamp indexStamp
 	refsCache refsCache
+	cache     *cache // nil without Options.Upstreams
 
 	sessMu   sync.Mutex
 	sessions map[string]*uploadSession
@@ -108,6 +133,11 @@ func New(s *store.Store, opts Options) (*Server, error) {
 		return nil, err
 	}
 	srv.rw = s
+	if len(opts.Upstreams) > 0 {
+		if srv.cache, err = newCache(srv); err != nil {
+			return nil, err
+		}
+	}
 	return srv, nil
 }
 
@@ -117,6 +147,9 @@ func New(s *store.Store, opts Options) (*Server, error) {
 func NewReadOnly(r store.Reader, opts Options) (*Server, error) {
 	if r == nil {
 		return nil, errors.New("registry: no store")
+	}
+	if len(opts.Upstreams) > 0 {
+		return nil, errors.New("registry: a read-only layout cannot cache upstreams")
 	}
 	opts.ReadOnly = true
 	return newServer(r, opts)
@@ -170,6 +203,9 @@ func (s *Server) Close() error {
 	for _, sess := range sessions {
 		sess.cancel()
 	}
+	if s.cache != nil {
+		s.cache.close()
+	}
 	return nil
 }
 
@@ -182,6 +218,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(rec, r, aerr)
 	}
 	s.logRequest(r, rec, user, time.Since(start), aerr)
+	if rec.abort {
+		panic(http.ErrAbortHandler)
+	}
 }
 
 // serve handles one request and returns the authenticated user, and the
@@ -209,6 +248,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) (string, *apiErro
 	if s.opts.ReadOnly && action != ActionPull {
 		return user, newError(http.StatusMethodNotAllowed, codeUnsupported, "this registry is read-only: %s %s is refused", r.Method, r.URL.Path).
 			withHeader("Allow", "GET, HEAD")
+	}
+	if action == ActionPush && s.cache != nil && s.cache.cached(rt.name) {
+		return user, pushToCache(rt)
 	}
 	switch rt.kind {
 	case routeBase:
@@ -302,6 +344,7 @@ type recorder struct {
 	status  int
 	bytes   int64
 	written bool
+	abort   bool // cut the connection once the request is logged
 }
 
 func (w *recorder) WriteHeader(code int) {

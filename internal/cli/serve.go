@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ferry-oci/ferry/internal/store"
+	"github.com/ferry-oci/ferry/internal/transfer"
 	"github.com/ferry-oci/ferry/registry"
 )
 
@@ -32,6 +33,9 @@ type serveOptions struct {
 	logLevel        string
 	manifestSize    string
 	shutdownTimeout time.Duration
+	upstreams       []string // [NAMESPACE=]URL
+	upstreamTTL     time.Duration
+	cacheMaxSize    string
 }
 
 func newServeCmd(g *globalOptions) *cobra.Command {
@@ -47,12 +51,27 @@ Once it accepts requests ferry prints one line on stdout:
   serving http://127.0.0.1:5000 (root DIR)
 Requests are logged to stderr, one line each, without credentials.
 SIGINT or SIGTERM stops it gracefully: new connections are refused,
-requests in flight get --shutdown-timeout to finish, and ferry exits 0.`,
+requests in flight get --shutdown-timeout to finish, and ferry exits 0.
+
+With --upstream the registry is also a pull-through cache
+(docs/pull-through-cache.md): what clients pull and the root lacks is
+fetched from the upstream, verified, stored and served. --upstream URL
+caches every repository name; --upstream NAMESPACE=URL caches the names
+under NAMESPACE/ (HOST/docker.io/library/nginx is library/nginx at the
+upstream). Tags are checked again with a HEAD request after
+--upstream-ttl; content by digest never. When the upstream cannot
+answer, cached content is served, with a Warning header on stale tags.
+Credentials for upstreams come from the docker config file (ferry
+login), TLS settings from the config file's [registry."HOST"] tables.
+'ferry serve node-config' prints the settings that point containerd,
+podman, CRI-O and docker at the cache.`,
 		Example: `  ferry serve                                   # ephemeral, on 127.0.0.1:5000
   ferry serve --root /srv/registry --addr :5000
   ferry serve --tls-self-signed --ca-file ca.pem --addr 0.0.0.0:5443
   ferry serve --root /srv/registry --htpasswd /etc/ferry/htpasswd --tls-cert cert.pem --tls-key key.pem
-  ferry serve --root /mnt/usb/mirror --read-only`,
+  ferry serve --root /mnt/usb/mirror --read-only
+  ferry serve --root /srv/cache --upstream docker.io=https://registry-1.docker.io --upstream ghcr.io=https://ghcr.io
+  ferry serve --upstream https://registry-1.docker.io --cache-max-size 50GiB   # docker's registry-mirrors`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return o.run(cmd.Context(), g)
@@ -71,7 +90,11 @@ requests in flight get --shutdown-timeout to finish, and ferry exits 0.`,
 	f.StringVar(&o.logLevel, "log-level", "info", "access log: debug, info, warn, error or none")
 	f.StringVar(&o.manifestSize, "max-manifest-size", "4MiB", "refuse manifests larger than this")
 	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGINT/SIGTERM, wait this long for requests in flight")
+	f.StringArrayVar(&o.upstreams, "upstream", nil, "cache this registry, pull-through: URL for every name, NAMESPACE=URL for the names under NAMESPACE/ (repeatable)")
+	f.DurationVar(&o.upstreamTTL, "upstream-ttl", registry.DefaultUpstreamTTL, "with --upstream: serve a cached tag this long before checking it upstream again (0: every time)")
+	f.StringVar(&o.cacheMaxSize, "cache-max-size", "", "with --upstream: keep the root under this size, dropping the cached images used least recently")
 	_ = cmd.RegisterFlagCompletionFunc("log-level", fixedCompletion("debug", "info", "warn", "error", "none"))
+	cmd.AddCommand(newNodeConfigCmd(g))
 	return cmd
 }
 
@@ -117,6 +140,10 @@ func (o *serveOptions) run(ctx context.Context, g *globalOptions) error {
 	if o.bundle != "" && !ephemeral {
 		return usageErrorf("--bundle and --root: serve one or the other")
 	}
+	opts := registry.Options{ReadOnly: o.readOnly, MaxManifestSize: limit, Logger: logger}
+	if err := o.cacheOptions(g, &opts); err != nil {
+		return err
+	}
 	if ephemeral {
 		if root, err = os.MkdirTemp("", "ferry-serve-*"); err != nil {
 			return fmt.Errorf("making a temporary root: %w", err)
@@ -128,7 +155,6 @@ func (o *serveOptions) run(ctx context.Context, g *globalOptions) error {
 		return fmt.Errorf("--root %s: %w", root, err)
 	}
 
-	opts := registry.Options{ReadOnly: o.readOnly, MaxManifestSize: limit, Logger: logger}
 	if o.htpasswd != "" {
 		if opts.Auth, err = registry.LoadHtpasswd(o.htpasswd); err != nil {
 			return &UsageError{Err: fmt.Errorf("--htpasswd: %w", err)}
@@ -181,6 +207,9 @@ func (o *serveOptions) run(ctx context.Context, g *globalOptions) error {
 	}
 	if o.selfSigned {
 		desc += ", CA certificate " + o.caFile
+	}
+	for _, u := range o.upstreams {
+		desc += ", upstream " + u
 	}
 	fmt.Fprintf(g.streams.Out, "serving %s://%s (%s)\n", scheme, ln.Addr(), desc)
 	if f, ok := g.streams.Out.(interface{ Sync() error }); ok {
@@ -240,4 +269,61 @@ func (o *serveOptions) certificate(root string) (tls.Certificate, error) {
 	}
 	o.caFile = path
 	return cert, nil
+}
+
+// cacheOptions turns --upstream, --upstream-ttl and --cache-max-size into
+// the registry's pull-through cache options.
+func (o *serveOptions) cacheOptions(g *globalOptions, opts *registry.Options) error {
+	if len(o.upstreams) == 0 {
+		if o.cacheMaxSize != "" {
+			return usageErrorf("--cache-max-size applies to a cache: add --upstream")
+		}
+		return nil
+	}
+	if o.bundle != "" {
+		return usageErrorf("--bundle and --upstream: a bundle is served read-only, it cannot cache")
+	}
+	if o.upstreamTTL < 0 {
+		return usageErrorf("--upstream-ttl %v: expected a duration of zero or more", o.upstreamTTL)
+	}
+	opts.UpstreamTTL = o.upstreamTTL
+	if o.upstreamTTL == 0 {
+		opts.UpstreamTTL = -1 // check every time
+	}
+	if o.cacheMaxSize != "" {
+		n, err := parseSize(o.cacheMaxSize)
+		if err != nil {
+			return usageErrorf("--cache-max-size: %v", err)
+		}
+		opts.CacheMaxSize = n
+	}
+	remote := g.remote(opts.MaxManifestSize)
+	opts.Upstreams = map[string]registry.Upstream{}
+	for _, arg := range o.upstreams {
+		ns, rawURL := splitUpstream(arg)
+		if ns != "" && !transfer.ValidRepositoryPath(ns) {
+			return usageErrorf("--upstream %s: namespace %q is not a repository name prefix: lowercase components joined by '/', e.g. docker.io", arg, ns)
+		}
+		if _, dup := opts.Upstreams[ns]; dup {
+			if ns == "" {
+				return usageErrorf("--upstream %s: only one upstream may serve the names outside every namespace", arg)
+			}
+			return usageErrorf("--upstream %s: namespace %q has another upstream already", arg, ns)
+		}
+		up, err := transfer.NewUpstream(remote, rawURL, g.insecure)
+		if err != nil {
+			return &UsageError{Err: fmt.Errorf("--upstream %s: %w", arg, err)}
+		}
+		opts.Upstreams[ns] = up
+	}
+	return nil
+}
+
+// splitUpstream splits --upstream NAMESPACE=URL; a value without a
+// namespace is the default upstream's URL.
+func splitUpstream(arg string) (namespace, rawURL string) {
+	if i := strings.IndexByte(arg, '='); i >= 0 && !strings.Contains(arg[:i], "://") {
+		return arg[:i], arg[i+1:]
+	}
+	return "", arg
 }

@@ -6,6 +6,8 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
+	"flag"
 	"io"
 	"net/http"
 	"os"
@@ -15,7 +17,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/BurntSushi/toml"
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/ferry-oci/ferry/internal/regtest"
 )
 
 // startServe runs `ferry serve args...` in this process and returns the
@@ -186,4 +191,200 @@ func (b *syncBuf) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+func TestServeUpstreamUsageErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"serve", "--upstream", "ftp://registry.example"},
+		{"serve", "--upstream", "https://registry.example/team"},
+		{"serve", "--upstream", "Bad_NS=https://registry.example"},
+		{"serve", "--upstream", "https://a.example", "--upstream", "https://b.example"},
+		{"serve", "--upstream", "hub=https://a.example", "--upstream", "hub=https://b.example"},
+		{"serve", "--cache-max-size", "10GiB"},
+		{"serve", "--upstream", "https://a.example", "--cache-max-size", "lots"},
+		{"serve", "--upstream", "https://a.example", "--upstream-ttl", "-1s"},
+		{"serve", "--upstream", "https://a.example", "--bundle", "b.tar"},
+	} {
+		var errBuf syncBuf
+		code := Main(context.Background(), args, IOStreams{In: strings.NewReader(""), Out: io.Discard, Err: &errBuf})
+		if code != ExitUsage || !strings.Contains(errBuf.String(), "--") {
+			t.Errorf("%v: exit %d, want %d with a message naming the flag: %s", args, code, ExitUsage, errBuf.String())
+		}
+	}
+}
+
+// TestServeUpstreamPullThrough runs `ferry serve --upstream` in front of a
+// registry, with htpasswd, and then serves what it cached from --root
+// alone.
+func TestServeUpstreamPullThrough(t *testing.T) {
+	up := regtest.GGCR(t, nil)
+	want := regtest.PushImage(t, up+"/team/app:v1", regtest.Image{Layers: 1}, "", "")
+	dir := t.TempDir()
+	hash, _ := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
+	htpasswd := filepath.Join(dir, "htpasswd")
+	if err := os.WriteFile(htpasswd, []byte("alice:"+string(hash)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	root := filepath.Join(dir, "root")
+	url, stop, _ := startServe(t, "--root", root, "--htpasswd", htpasswd, "--upstream", "hub="+"http://"+up, "--cache-max-size", "1GiB")
+
+	manifest := func(url, user string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, url+"/v2/hub/team/app/manifests/v1", nil)
+		req.Header.Set("Accept", "application/vnd.oci.image.manifest.v1+json")
+		if user != "" {
+			req.SetBasicAuth(user, "s3cret")
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	if resp := manifest(url, ""); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("anonymous pull through the cache: %s, want 401", resp.Status)
+	}
+	if resp := manifest(url, "alice"); resp.StatusCode != http.StatusOK || resp.Header.Get("Docker-Content-Digest") != want {
+		t.Fatalf("pull through the cache: %s %q, want 200 with %s", resp.Status, resp.Header.Get("Docker-Content-Digest"), want)
+	}
+	if code := stop(); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+
+	// The cache is a layout like any other: served without the upstream.
+	url, _, _ = startServe(t, "--root", root, "--htpasswd", htpasswd)
+	if resp := manifest(url, "alice"); resp.StatusCode != http.StatusOK || resp.Header.Get("Docker-Content-Digest") != want {
+		t.Errorf("the cached tag from --root alone: %s %q, want 200 with %s", resp.Status, resp.Header.Get("Docker-Content-Digest"), want)
+	}
+}
+
+var update = flag.Bool("update", false, "rewrite the golden files of testdata/nodeconfig")
+
+// TestServeNodeConfig checks `ferry serve node-config` against the golden
+// files in testdata/nodeconfig (rewritten with -update), and that what it
+// prints parses as the TOML and JSON the nodes read.
+func TestServeNodeConfig(t *testing.T) {
+	for _, tc := range []struct {
+		golden string
+		args   []string
+	}{
+		{"all.txt", []string{"--mirror", "https://ferry.lan:5000", "--ca-file", "/etc/ferry/ca.pem", "--default", "docker.io", "ghcr.io", "quay.io"}},
+		{"all-without-docker.txt", []string{"--mirror", "https://ferry.lan:5000", "ghcr.io"}},
+		{"containerd-http.toml", []string{"--mirror", "http://10.0.0.5:5000", "--format", "containerd", "registry-1.docker.io", "ghcr.io"}},
+		{"registries-http.conf", []string{"--mirror", "http://10.0.0.5:5000", "--format", "registries.conf", "--default", "docker.io", "quay.io"}},
+		{"daemon.json", []string{"--mirror", "https://ferry.lan:5000", "--default", "index.docker.io", "--format", "docker"}},
+	} {
+		t.Run(tc.golden, func(t *testing.T) {
+			var out, errBuf syncBuf
+			code := Main(context.Background(), append([]string{"serve", "node-config"}, tc.args...), IOStreams{In: strings.NewReader(""), Out: &out, Err: &errBuf})
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, errBuf.String())
+			}
+			path := filepath.Join("..", "..", "testdata", "nodeconfig", tc.golden)
+			if *update {
+				if err := os.WriteFile(path, []byte(out.String()), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("%v (run the test with -update to write it)", err)
+			}
+			if out.String() != string(want) {
+				t.Errorf("output differs from %s (run with -update after checking it):\n%s", path, out.String())
+			}
+			checkNodeConfigSyntax(t, tc.golden, out.String())
+		})
+	}
+}
+
+// checkNodeConfigSyntax parses each hosts.toml, registries.conf and
+// daemon.json in out.
+func checkNodeConfigSyntax(t *testing.T, golden, out string) {
+	t.Helper()
+	switch {
+	case strings.HasSuffix(golden, ".json"):
+		var daemon struct {
+			Mirrors []string `json:"registry-mirrors"`
+		}
+		if err := json.Unmarshal([]byte(out), &daemon); err != nil || len(daemon.Mirrors) != 1 {
+			t.Errorf("daemon.json does not parse with one mirror: %v\n%s", err, out)
+		}
+	case strings.HasSuffix(golden, ".conf"):
+		var conf struct {
+			Registry []struct {
+				Prefix, Location string
+				Mirror           []struct {
+					Location string
+					Insecure bool
+				}
+			}
+		}
+		if _, err := toml.Decode(out, &conf); err != nil || len(conf.Registry) == 0 || len(conf.Registry[0].Mirror) != 1 {
+			t.Errorf("registries.conf does not parse with a mirror per registry: %v\n%s", err, out)
+		}
+	case strings.HasSuffix(golden, ".toml"):
+		files := strings.Split(out, "# /etc/containerd/certs.d/")[1:]
+		for _, f := range files {
+			var hosts struct {
+				Server string
+				Host   map[string]struct {
+					Capabilities []string
+					OverridePath bool `toml:"override_path"`
+				}
+			}
+			if _, err := toml.Decode(f[strings.IndexByte(f, '\n'):], &hosts); err != nil || hosts.Server == "" || len(hosts.Host) != 1 {
+				t.Errorf("hosts.toml does not parse with a server and one host: %v\n%s", err, f)
+			}
+		}
+		if len(files) == 0 {
+			t.Errorf("no hosts.toml in:\n%s", out)
+		}
+	}
+}
+
+func TestServeNodeConfigUsageErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"docker.io"},
+		{"--mirror", "ferry.lan:5000", "docker.io"},
+		{"--mirror", "https://ferry.lan:5000/v2/x", "docker.io"},
+		{"--mirror", "https://ferry.lan:5000"},
+		{"--mirror", "https://ferry.lan:5000", "--format", "podman", "docker.io"},
+		{"--mirror", "https://ferry.lan:5000", "--format", "docker", "docker.io"},
+		{"--mirror", "https://ferry.lan:5000", "docker.io", "index.docker.io"},
+		{"--mirror", "https://ferry.lan:5000", "ghcr.io/team"},
+	} {
+		var errBuf syncBuf
+		code := Main(context.Background(), append([]string{"serve", "node-config"}, args...), IOStreams{In: strings.NewReader(""), Out: io.Discard, Err: &errBuf})
+		if code != ExitUsage {
+			t.Errorf("%v: exit %d, want %d: %s", args, code, ExitUsage, errBuf.String())
+		}
+	}
+}
+
+// TestServeUpstreamCredentials: the cache fetches from a registry that
+// wants a password with the credentials `ferry login` stored.
+func TestServeUpstreamCredentials(t *testing.T) {
+	up := regtest.GGCR(t, map[string]string{"alice": "s3cret"})
+	want := regtest.PushImage(t, up+"/app:v1", regtest.Image{Layers: 1}, "alice", "s3cret")
+	t.Setenv("DOCKER_CONFIG", t.TempDir())
+	var errBuf syncBuf
+	if code := Main(context.Background(), []string{"login", up, "-u", "alice", "--password-stdin"}, IOStreams{In: strings.NewReader("s3cret\n"), Out: io.Discard, Err: &errBuf}); code != 0 {
+		t.Fatalf("login: exit %d: %s", code, errBuf.String())
+	}
+	url, _, logs := startServe(t, "--upstream", "http://"+up)
+	req, _ := http.NewRequest(http.MethodGet, url+"/v2/app/manifests/v1", nil)
+	req.Header.Set("Accept", "application/vnd.oci.image.manifest.v1+json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Docker-Content-Digest") != want {
+		t.Errorf("pull through a cache of a registry with a password: %s %q, want 200 with %s; log:\n%s", resp.Status, resp.Header.Get("Docker-Content-Digest"), want, logs.String())
+	}
+	if strings.Contains(logs.String(), "s3cret") {
+		t.Error("the log shows the upstream's password")
+	}
 }
