@@ -493,3 +493,42 @@ func TestGCUntaggedRecentKeepsOldLayers(t *testing.T) {
 		t.Errorf("the old, unreferenced manifest %s was not swept: %v", old.manifest.Digest, rep.Removed)
 	}
 }
+
+// A layout holding an index without all its images (a pull-through cache
+// fetches only the platforms clients ask for) stops GC, unless Partial
+// says that is expected; then what is present is kept.
+func TestGCPartialIndex(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	amd := putImage(t, s, "", "amd64 layer")
+	arm := putImage(t, s, "", "arm64 layer")
+	for _, c := range []testImage{amd, arm} {
+		if err := s.RemoveRoot(ctx, c.manifest.Digest, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	multi := putIndex(t, s, "multi:v1", amd.manifest, arm.manifest)
+	if err := s.DeleteBlob(ctx, arm.manifest.Digest); err != nil {
+		t.Fatal(err)
+	}
+	ageAll(t, s, time.Hour)
+
+	if _, err := s.GC(ctx, GCOptions{Grace: time.Minute}); err == nil || !strings.Contains(err.Error(), "stopped before removing anything") {
+		t.Fatalf("GC of a layout missing a manifest: %v, want it to stop", err)
+	}
+	rep, err := s.GC(ctx, GCOptions{Grace: time.Minute, Partial: true})
+	if err != nil {
+		t.Fatalf("GC with Partial: %v", err)
+	}
+	for _, d := range []digest.Digest{multi.Digest, amd.manifest.Digest, amd.config.Digest, amd.layers[0].Digest} {
+		if hasDigest(rep.Removed, d) {
+			t.Errorf("GC with Partial removed %s, which the index still reaches", d)
+		}
+	}
+	// The missing image's config and layer are reachable from nothing.
+	for _, d := range []digest.Digest{arm.config.Digest, arm.layers[0].Digest} {
+		if !hasDigest(rep.Removed, d) {
+			t.Errorf("GC with Partial kept %s, which nothing present reaches", d)
+		}
+	}
+}
