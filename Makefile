@@ -41,7 +41,7 @@ build: ## build bin/ferry, a static binary
 
 test: ## run every test, with the race detector and the interop tests (installs missing test dependencies first)
 	@$(ENSURE_DEPS)
-	$(GO) test -race -tags interop ./...
+	$(GO) test -race -tags interop -timeout 30m ./...
 
 lint: ## gofmt, go vet and staticcheck
 	@$(ENSURE_DEPS)

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -100,8 +101,39 @@ func (r *Repository) do(ctx context.Context, method, u string, hdr http.Header) 
 // Manifest fetches the manifest for a tag or digest and validates it: at
 // most the manifest limit is read, a body fetched by digest must hash to
 // it, and a Docker-Content-Digest header must match the body (ROBUSTNESS
-// rows 1, 6, 7, 8).
+// rows 1, 6, 7, 8). A body that breaks off is fetched again (row 3).
 func (r *Repository) Manifest(ctx context.Context, identifier string) (*Manifest, error) {
+	return refetch(ctx, func() (*Manifest, error) { return r.manifest(ctx, identifier) })
+}
+
+// bodyAttempts is how many times a manifest or small blob is fetched when
+// its body breaks off mid-read: the transport retries failures that come
+// before a response, not those while its body is read.
+const bodyAttempts = 3
+
+// brokenBody is a response body that broke off while it was read (a
+// connection reset, an early EOF).
+type brokenBody struct{ err error }
+
+func (b brokenBody) Error() string { return b.err.Error() }
+func (b brokenBody) Unwrap() error { return b.err }
+
+// refetch calls fetch until it succeeds, fails other than with a
+// brokenBody, or has made bodyAttempts attempts.
+func refetch[T any](ctx context.Context, fetch func() (T, error)) (T, error) {
+	for attempt := 1; ; attempt++ {
+		v, err := fetch()
+		var broken brokenBody
+		if err == nil || !errors.As(err, &broken) || attempt == bodyAttempts || ctx.Err() != nil {
+			return v, err
+		}
+		if serr := sleepCtx(ctx, time.Duration(attempt)*100*time.Millisecond); serr != nil {
+			return v, serr
+		}
+	}
+}
+
+func (r *Repository) manifest(ctx context.Context, identifier string) (*Manifest, error) {
 	what := r.Name.Name() + refSep(identifier) + identifier
 	want, byDigest, err := checkIdentifier(identifier)
 	if err != nil {
@@ -120,7 +152,7 @@ func (r *Repository) Manifest(ctx context.Context, identifier string) (*Manifest
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, r.manifestLimit+1))
 	if err != nil {
-		return nil, fmt.Errorf("reading manifest %s: %w", what, err)
+		return nil, fmt.Errorf("reading manifest %s: %w", what, brokenBody{err})
 	}
 	if int64(len(body)) > r.manifestLimit {
 		return nil, fmt.Errorf("%w: %s is over the limit of %d bytes; raise it with --max-manifest-size if you trust the registry", ErrManifestTooLarge, what, r.manifestLimit)
@@ -175,8 +207,13 @@ func (r *Repository) ManifestDigest(ctx context.Context, identifier string) (dig
 }
 
 // FetchBlob returns the verified content of a small blob (a config, a
-// signature payload). limit bounds what is read whatever size says.
+// signature payload). limit bounds what is read whatever size says. A body
+// that breaks off is fetched again.
 func (r *Repository) FetchBlob(ctx context.Context, d digest.Digest, size, limit int64) ([]byte, error) {
+	return refetch(ctx, func() ([]byte, error) { return r.fetchBlob(ctx, d, size, limit) })
+}
+
+func (r *Repository) fetchBlob(ctx context.Context, d digest.Digest, size, limit int64) ([]byte, error) {
 	if _, err := ParseDigest(string(d)); err != nil {
 		return nil, err
 	}
@@ -192,7 +229,11 @@ func (r *Repository) FetchBlob(ctx context.Context, d digest.Digest, size, limit
 	if resp.StatusCode != http.StatusOK {
 		return nil, responseError(resp, "fetching blob "+what)
 	}
-	return io.ReadAll(newVerifier(resp.Body, d, size, "blob "+what))
+	data, err := io.ReadAll(newVerifier(resp.Body, d, size, "blob "+what))
+	if err != nil && !errors.Is(err, ErrVerification) {
+		return nil, brokenBody{err}
+	}
+	return data, err
 }
 
 // TagOptions bound a tag listing (ROBUSTNESS row 13).
