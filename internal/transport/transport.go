@@ -56,6 +56,11 @@ type Options struct {
 	// Retry is the policy for transient failures; the zero value means
 	// DefaultRetry(), and zero fields take their default.
 	Retry Retry
+	// BodyIdle ends a response body that sends nothing for this long once
+	// its reader is reading: the read fails with an error wrapping
+	// ErrStalled, and the copy engine resumes the blob where it stopped.
+	// 0 means DefaultBodyIdle; negative, never.
+	BodyIdle time.Duration
 	// Base carries the requests once the policy allowed them, for tests.
 	// It is used as is: Config's TLS settings do not apply to it. nil means
 	// ferry's own HTTP/2-capable transport with the TLS settings of Config.
@@ -100,6 +105,10 @@ func New(opts Options) (http.RoundTripper, error) {
 		debug:     opts.Debug,
 		retry:     opts.Retry.withDefaults(),
 		policy:    p,
+		bodyIdle:  opts.BodyIdle,
+	}
+	if t.bodyIdle == 0 {
+		t.bodyIdle = DefaultBodyIdle
 	}
 	regTLS, otherTLS, err := tlsConfigs(opts)
 	if err != nil {
@@ -119,6 +128,7 @@ type roundTripper struct {
 	debug     func(string)
 	retry     Retry
 	policy    *policy
+	bodyIdle  time.Duration
 	// registry carries requests to the registry and hosts on its site: it
 	// has the client certificate and, when insecure, skips verification.
 	// other carries the rest (blob storage behind redirects).
@@ -170,6 +180,9 @@ func (t *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 		resp, err = t.logged(req)
 	} else {
 		resp, err = t.retried(req)
+	}
+	if err == nil && t.bodyIdle > 0 && resp.Body != nil && resp.Body != http.NoBody {
+		resp.Body = watchBody(resp.Body, t.bodyIdle)
 	}
 	if err != nil && req.URL.Scheme == "https" && certError(err) {
 		t.mu.Lock()
