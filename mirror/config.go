@@ -15,6 +15,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/BurntSushi/toml"
 	"github.com/Masterminds/semver/v3"
@@ -93,11 +94,12 @@ func (s *Sync) SelectTags(tags []string) []string {
 	return s.selector.Select(kept)
 }
 
-// referrerTag matches cosign's signature, attestation and SBOM tags and
-// the referrers tag schema's index tags.
-var referrerTag = regexp.MustCompile(`^sha(256|512)-[0-9a-f]{64,128}(\.(sig|att|sbom))?$`)
-
-func isReferrerTag(t string) bool { return referrerTag.MatchString(t) }
+// isReferrerTag reports whether t is one of cosign's signature,
+// attestation and SBOM tags or a referrers tag schema's index tag.
+func isReferrerTag(t string) bool {
+	_, _, ok := transfer.ParseAttachmentTag(t)
+	return ok
+}
 
 // The file's shape. Every key has a field, so config.DecodeFile rejects
 // any other with its line.
@@ -137,7 +139,8 @@ type fileTags struct {
 // fs.ErrNotExist.
 func Load(path string) (*Config, error) {
 	var f fileConfig
-	if err := config.DecodeFile(path, &f); err != nil {
+	// ferry gc -c reads and checks the [[retention]] tables.
+	if err := config.DecodeFile(path, &f, "retention"); err != nil {
 		return nil, err
 	}
 	data, err := os.ReadFile(path)
@@ -160,9 +163,9 @@ type validator struct {
 // fail makes an error at key in sync entry i (from 1; 0 for keys outside
 // [[sync]]).
 func (v *validator) fail(i int, key, format string, args ...any) error {
-	line := keyLine(v.data, i, key)
+	line := config.EntryKeyLine(v.data, "sync", i, key)
 	if line == 0 && i > 0 {
-		line = keyLine(v.data, i, "sync") // a missing key: the entry's header
+		line = config.EntryKeyLine(v.data, "sync", i, "sync") // a missing key: the entry's header
 	}
 	return &config.Error{File: v.path, Line: line, Key: key, Msg: fmt.Sprintf(format, args...)}
 }
@@ -210,7 +213,7 @@ func (v *validator) config(f *fileConfig) (*Config, error) {
 }
 
 func (v *validator) sync(i int, f *fileSync, defPlatforms []ocispec.Platform, defReferrers bool) (*Sync, error) {
-	s := &Sync{Index: i, Line: keyLine(v.data, i, "sync"), Prune: f.Prune, Platforms: defPlatforms, Referrers: defReferrers, shardKey: f.To}
+	s := &Sync{Index: i, Line: config.EntryKeyLine(v.data, "sync", i, "sync"), Prune: f.Prune, Platforms: defPlatforms, Referrers: defReferrers, shardKey: f.To}
 	if f.Referrers != nil {
 		s.Referrers = *f.Referrers
 	}
@@ -354,17 +357,9 @@ func globRegexp(g string) (*regexp.Regexp, error) {
 				b.WriteString(regexp.QuoteMeta(g[i : i+1]))
 			}
 		case '[':
-			// path.Match's classes ([a-z], [^0-9], \ escapes) are
-			// regexp's.
-			j := i + 1
-			for j < len(g) && g[j] != ']' {
-				if g[j] == '\\' {
-					j++
-				}
-				j++
-			}
-			b.WriteString(g[i : j+1])
-			i = j
+			class, end := globClass(g, i)
+			b.WriteString(class)
+			i = end
 		default:
 			b.WriteString(regexp.QuoteMeta(string(c)))
 		}
@@ -373,52 +368,36 @@ func globRegexp(g string) (*regexp.Regexp, error) {
 	return regexp.Compile(b.String())
 }
 
-// keyLine finds the line that sets key in [[sync]] entry n (from 1), or
-// outside the sync entries when n is 0: "sync" itself is the entry's
-// header. Lines are read one at a time, as config does; a key inside a
-// multi-line value is found by its name before the "=". It returns 0 when
-// the key is not on any line.
-func keyLine(data string, n int, key string) int {
-	var table toml.Key
-	entry := 0
-	for i, line := range strings.Split(data, "\n") {
-		s := strings.TrimSpace(line)
-		if s == "" || s[0] == '#' {
-			continue
-		}
-		if s[0] == '[' {
-			var m map[string]any
-			md, err := toml.Decode(s, &m)
-			if err != nil || len(md.Keys()) == 0 {
-				continue
-			}
-			table = md.Keys()[0]
-			if strings.HasPrefix(s, "[[") && table.String() == "sync" {
-				entry++
-			} else if len(table) == 0 || table[0] != "sync" {
-				entry = 0 // a table after the entries: [defaults], [registry."h"]
-			}
-			if table.String() == key && entry == n {
-				return i + 1
-			}
-			continue
-		}
-		if entry != n && !(n == 0 && entry == 0) {
-			continue
-		}
-		k, _, ok := strings.Cut(s, "=")
-		if !ok {
-			continue
-		}
-		var parts toml.Key
-		var m map[string]any
-		if md, err := toml.Decode(strings.TrimSpace(k)+" = 0", &m); err == nil && len(md.Keys()) > 0 {
-			parts = md.Keys()[len(md.Keys())-1]
-		}
-		full := append(append(toml.Key{}, table...), parts...)
-		if full.String() == key {
-			return i + 1
-		}
+// globClass turns the class that opens at g[i] into a regexp class and
+// returns it with the index of its closing "]"; path.Match has checked
+// the syntax. As in path.Match, a leading "^" negates, "-" makes a range,
+// "\" escapes the next character and every other one is literal: "[\d]"
+// is a "d" and "[[:alpha:]]" no POSIX class.
+func globClass(g string, i int) (string, int) {
+	var b strings.Builder
+	b.WriteByte('[')
+	j := i + 1
+	if j < len(g) && g[j] == '^' {
+		b.WriteByte('^')
+		j++
 	}
-	return 0
+	for j < len(g) && g[j] != ']' {
+		if g[j] == '-' {
+			b.WriteByte('-')
+			j++
+			continue
+		}
+		if g[j] == '\\' && j+1 < len(g) {
+			j++
+		}
+		r, n := utf8.DecodeRuneInString(g[j:])
+		if r == '-' {
+			b.WriteString(`\-`)
+		} else {
+			b.WriteString(regexp.QuoteMeta(string(r)))
+		}
+		j += n
+	}
+	b.WriteByte(']')
+	return b.String(), j
 }

@@ -424,18 +424,14 @@ func (r *syncRun) compare(ctx context.Context, it *Item) (reason string, subject
 	return "", subjects, nil
 }
 
-// cosignSuffixes are cosign's tags for a digest: signature, attestations,
-// SBOM.
-var cosignSuffixes = []string{".sig", ".att", ".sbom"}
-
 // referrersChanged looks for signatures and referrers of subjects that
 // the target lacks: cosign's tags from the two tag lists and a HEAD on
 // each side, and the source's OCI referrers API, when it has one (a GET
 // of /v2/NAME/referrers/DIGEST, which is not a manifest request).
 func (r *syncRun) referrersChanged(ctx context.Context, subjects []digest.Digest) (string, error) {
 	for _, k := range subjects {
-		for _, suffix := range cosignSuffixes {
-			t := k.Algorithm().String() + "-" + k.Encoded() + suffix
+		for _, suffix := range transfer.AttachmentSuffixes {
+			t := transfer.AttachmentTag(k, suffix)
 			if !r.srcHas[t] {
 				continue
 			}
@@ -592,8 +588,8 @@ func (r *syncRun) doPrune(ctx context.Context) {
 			continue
 		}
 		var sigs []string
-		for _, suffix := range append([]string{""}, cosignSuffixes...) {
-			t := it.Digest.Algorithm().String() + "-" + it.Digest.Encoded() + suffix
+		for _, suffix := range append([]string{""}, transfer.AttachmentSuffixes...) {
+			t := transfer.AttachmentTag(it.Digest, suffix)
 			if r.dstHas[t] {
 				sigs = append(sigs, t)
 			}

@@ -9,7 +9,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -94,9 +96,10 @@ func (e *Error) Error() string {
 func (e *Error) Unwrap() error { return e.Err }
 
 // DecodeFile decodes the TOML file at path into v and rejects keys that v
-// has no field for. Errors are *Error, or wrap fs.ErrNotExist for a missing
-// file.
-func DecodeFile(path string, v any) error {
+// has no field for, except in the top-level tables named in others, which
+// another reader of the same file checks. Errors are *Error, or wrap
+// fs.ErrNotExist for a missing file.
+func DecodeFile(path string, v any, others ...string) error {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("reading config: %w", err)
@@ -115,12 +118,73 @@ func DecodeFile(path string, v any) error {
 		}
 		return &Error{File: path, Msg: strings.TrimPrefix(err.Error(), "toml: "), Err: err}
 	}
-	if undecoded := md.Undecoded(); len(undecoded) > 0 {
+	undecoded := slices.DeleteFunc(md.Undecoded(), func(k toml.Key) bool { return slices.Contains(others, k[0]) })
+	if len(undecoded) > 0 {
 		k := undecoded[0]
 		return &Error{File: path, Line: keyLine(string(data), k), Key: k.String(),
 			Msg: "unknown key; check its spelling and the table it is in"}
 	}
+	if k, field := caseMismatch(reflect.TypeOf(v), md.Keys()); k != nil {
+		return &Error{File: path, Line: keyLine(string(data), k), Key: k.String(),
+			Msg: fmt.Sprintf("unknown key; keys are case-sensitive: did you mean %q?", field)}
+	}
 	return nil
+}
+
+// caseMismatch returns the first of keys that names a field of t only
+// when case is ignored, and the field's name. TOML keys are case-sensitive,
+// but the decoder also puts "Insecure" or "[[SYNC]]" in a field, and of
+// two keys that differ only in case it keeps one at random.
+func caseMismatch(t reflect.Type, keys []toml.Key) (toml.Key, string) {
+	for _, k := range keys {
+		typ := t
+		for i, part := range k {
+			for typ.Kind() == reflect.Pointer || typ.Kind() == reflect.Slice || typ.Kind() == reflect.Array {
+				typ = typ.Elem()
+			}
+			if typ.Kind() == reflect.Map {
+				typ = typ.Elem() // any key names an entry
+				continue
+			}
+			if typ.Kind() != reflect.Struct {
+				break
+			}
+			name, field, ok := tomlField(typ, part)
+			if !ok {
+				break
+			}
+			if name != part {
+				return k[:i+1], name
+			}
+			typ = field
+		}
+	}
+	return nil, ""
+}
+
+// tomlField finds the field of struct t that the decoder fills from key:
+// the one named key, else one named so ignoring case. It returns the
+// field's TOML name and type.
+func tomlField(t reflect.Type, key string) (string, reflect.Type, bool) {
+	var name string
+	var typ reflect.Type
+	for i := range t.NumField() {
+		f := t.Field(i)
+		n, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+		if !f.IsExported() || n == "-" {
+			continue
+		}
+		if n == "" {
+			n = f.Name
+		}
+		if n == key {
+			return n, f.Type, true
+		}
+		if typ == nil && strings.EqualFold(n, key) {
+			name, typ = n, f.Type
+		}
+	}
+	return name, typ, typ != nil
 }
 
 var decodeErrRE = regexp.MustCompile(`^toml: (?:line (\d+) )?\(last key ("(?:[^"\\]|\\.)*")\): (.*)$`)
@@ -162,6 +226,56 @@ func keyLine(data string, key toml.Key) int {
 			if full.String() == want {
 				return i + 1
 			}
+		}
+	}
+	return 0
+}
+
+// EntryKeyLine finds the line that sets key in entry n (from 1) of the
+// array of tables named array ([[array]]), or outside its entries when n
+// is 0; key array itself is an entry's header. Lines are read one at a
+// time, as keyLine does; a key inside a multi-line value is found by its
+// name before the "=". It returns 0 when the key is not on any line.
+func EntryKeyLine(data, array string, n int, key string) int {
+	var table toml.Key
+	entry := 0
+	for i, line := range strings.Split(data, "\n") {
+		s := strings.TrimSpace(line)
+		if s == "" || s[0] == '#' {
+			continue
+		}
+		if s[0] == '[' {
+			var m map[string]any
+			md, err := toml.Decode(s, &m)
+			if err != nil || len(md.Keys()) == 0 {
+				continue
+			}
+			table = md.Keys()[0]
+			if strings.HasPrefix(s, "[[") && table.String() == array {
+				entry++
+			} else if len(table) == 0 || table[0] != array {
+				entry = 0 // a table after the entries
+			}
+			if table.String() == key && entry == n {
+				return i + 1
+			}
+			continue
+		}
+		if entry != n && !(n == 0 && entry == 0) {
+			continue
+		}
+		k, _, ok := strings.Cut(s, "=")
+		if !ok {
+			continue
+		}
+		var parts toml.Key
+		var m map[string]any
+		if md, err := toml.Decode(strings.TrimSpace(k)+" = 0", &m); err == nil && len(md.Keys()) > 0 {
+			parts = md.Keys()[len(md.Keys())-1]
+		}
+		full := append(append(toml.Key{}, table...), parts...)
+		if full.String() == key {
+			return i + 1
 		}
 	}
 	return 0

@@ -7,14 +7,13 @@ import (
 	"strings"
 
 	"github.com/Masterminds/semver/v3"
-)
 
-// signatureTag matches cosign's tags for signatures, attestations and SBOMs.
-var signatureTag = regexp.MustCompile(`^sha(256|512)-[a-f0-9]{64,128}\.(sig|att|sbom)$`)
+	"github.com/ferry-oci/ferry/internal/transfer"
+)
 
 // IsSignatureTag reports whether tag is one of cosign's
 // sha256-<hex>.sig/.att/.sbom tags.
-func IsSignatureTag(tag string) bool { return signatureTag.MatchString(tag) }
+func IsSignatureTag(tag string) bool { return transfer.IsCosignTag(tag) }
 
 // TagSelector chooses tags. The steps run in order: signatures, include,
 // exclude, semver range, sort, last N.

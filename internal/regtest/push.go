@@ -5,6 +5,7 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -131,6 +132,8 @@ type Image struct {
 	Layers int
 	// Labels go into the config's Config.Labels.
 	Labels map[string]string
+	// Created is the config's created time; zero leaves it out.
+	Created time.Time
 }
 
 // PushImage pushes a random OCI image for linux/amd64 described by spec to
@@ -157,6 +160,9 @@ func PushImage(t testing.TB, ref string, spec Image, user, pass string) string {
 	cfg = cfg.DeepCopy()
 	cfg.OS, cfg.Architecture = "linux", "amd64"
 	cfg.Config.Labels = spec.Labels
+	if !spec.Created.IsZero() {
+		cfg.Created = v1.Time{Time: spec.Created}
+	}
 	if img, err = mutate.ConfigFile(img, cfg); err != nil {
 		t.Fatalf("regtest: setting the config: %v", err)
 	}

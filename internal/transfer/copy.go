@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -374,10 +373,6 @@ func (r *copyRun) walk(ctx context.Context, m *Manifest) (*node, error) {
 	return n, g.Wait()
 }
 
-// cosignTag matches cosign's tags for the signature, attestations and
-// SBOM of a manifest.
-var cosignTag = regexp.MustCompile(`^(sha256|sha512)-([0-9a-f]{64}|[0-9a-f]{128})\.(sig|att|sbom)$`)
-
 // findReferrers finds the referrers of every manifest in the graph, and
 // theirs in turn, walks them, and returns them subjects first.
 func (r *copyRun) findReferrers(ctx context.Context) ([]*node, error) {
@@ -388,8 +383,7 @@ func (r *copyRun) findReferrers(ctx context.Context) ([]*node, error) {
 	}
 	byDigest := map[digest.Digest][]string{}
 	for _, t := range tags {
-		if m := cosignTag.FindStringSubmatch(t); m != nil {
-			d := digest.Digest(m[1] + ":" + m[2])
+		if d, suffix, ok := ParseAttachmentTag(t); ok && suffix != "" {
 			byDigest[d] = append(byDigest[d], t)
 		}
 	}
