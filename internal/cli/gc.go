@@ -222,10 +222,14 @@ func (o *gcOptions) collect(ctx context.Context, g *globalOptions, ref transfer.
 	return p, nil
 }
 
-// open opens a registry repository or an existing layout for reading and
-// deleting.
+// open opens a registry repository, with delete access, or an existing
+// layout for reading and deleting.
 func (o *gcOptions) open(ctx context.Context, g *globalOptions, ref transfer.Reference) (gc.Endpoint, func(bool) error, error) {
 	remote := g.remote(0)
+	if ref.Kind == transfer.KindRegistry {
+		r, err := remote.OpenForDelete(ctx, ref.Repo)
+		return r, func(bool) error { return nil }, err
+	}
 	if ref.Kind == transfer.KindLayout {
 		// Opening a layout for writing would create it: make sure it is there.
 		_, closeSrc, err := remote.OpenSource(ctx, ref)

@@ -46,6 +46,20 @@ type Repository struct {
 // repositories of the same registry to ask pull access for as well, so
 // that blobs can be mounted from them.
 func (r *Remote) Open(ctx context.Context, repo name.Repository, push bool, mountFrom ...name.Repository) (*Repository, error) {
+	access := ggcrtransport.PullScope
+	if push {
+		access = ggcrtransport.PushScope
+	}
+	return r.open(ctx, repo, access, mountFrom)
+}
+
+// OpenForDelete is Open with delete access as well, which token servers
+// (distribution's, Harbor's) grant apart from push.
+func (r *Remote) OpenForDelete(ctx context.Context, repo name.Repository) (*Repository, error) {
+	return r.open(ctx, repo, ggcrtransport.PushScope+",delete", nil)
+}
+
+func (r *Remote) open(ctx context.Context, repo name.Repository, access string, mountFrom []name.Repository) (*Repository, error) {
 	host := repo.RegistryStr()
 	rt, err := r.Transport(host)
 	if err != nil {
@@ -58,11 +72,7 @@ func (r *Remote) Open(ctx context.Context, repo name.Repository, push bool, moun
 			return nil, fmt.Errorf("reading credentials for %s: %w", host, err)
 		}
 	}
-	scope := repo.Scope(ggcrtransport.PullScope)
-	if push {
-		scope = repo.Scope(ggcrtransport.PushScope)
-	}
-	scopes := []string{scope}
+	scopes := []string{repo.Scope(access)}
 	for _, m := range mountFrom {
 		if m.RegistryStr() == host && m.RepositoryStr() != repo.RepositoryStr() {
 			scopes = append(scopes, m.Scope(ggcrtransport.PullScope))
