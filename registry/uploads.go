@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -311,7 +312,9 @@ func parseContentRange(v string) (first, last int64, ok bool) {
 	}
 	first, err1 := strconv.ParseInt(a, 10, 64)
 	last, err2 := strconv.ParseInt(b, 10, 64)
-	if err1 != nil || err2 != nil || first < 0 || last < first {
+	// last-first+1 must fit an int64: 0-9223372036854775807 would announce
+	// a negative length, read as "no length" by copyBody.
+	if err1 != nil || err2 != nil || first < 0 || last < first || last-first == math.MaxInt64 {
 		return 0, 0, false
 	}
 	return first, last, true
