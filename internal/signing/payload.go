@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
+	"unicode"
 
 	"github.com/opencontainers/go-digest"
 	"github.com/sigstore/sigstore/pkg/signature/payload"
@@ -72,8 +74,9 @@ func makePayload(identity string, d digest.Digest, annotations map[string]string
 // ParsePayload decodes a simple-signing payload strictly: a JSON object
 // with a "critical" section of exactly identity, image and type, a type of
 // "cosign container image signature", a valid digest, an "optional" object
-// or null, and no key given twice anywhere (so that no two JSON parsers
-// can read different digests from the same signed bytes).
+// or null, and no key given twice anywhere, in any mix of cases (so that
+// no two JSON parsers can read different digests from the same signed
+// bytes).
 func ParsePayload(raw []byte) (*Payload, error) {
 	if len(raw) > MaxPayload {
 		return nil, fmt.Errorf("%w: %d bytes, over the limit of %d", ErrMalformedPayload, len(raw), MaxPayload)
@@ -145,10 +148,10 @@ func checkDuplicateKeys(raw []byte) error {
 					return err
 				}
 				key, _ := k.(string)
-				if seen[key] {
-					return fmt.Errorf("the key %q appears twice", key)
+				if seen[foldKey(key)] {
+					return fmt.Errorf("the key %q appears twice (in some mix of cases)", key)
 				}
-				seen[key] = true
+				seen[foldKey(key)] = true
 				if err := walk(depth + 1); err != nil {
 					return err
 				}
@@ -167,6 +170,22 @@ func checkDuplicateKeys(raw []byte) error {
 		return nil
 	}
 	return walk(0)
+}
+
+// foldKey maps every key that Go's JSON decoding matches to the same
+// field (it ignores case, as strings.EqualFold does) to one string: each
+// rune becomes the smallest of its case-folding orbit. Without it,
+// {"critical":…,"Critical":…} would read as two keys here but decode as
+// one, the second winning, while a reader that matches keys exactly would
+// take the first: two digests from one signed payload.
+func foldKey(key string) string {
+	return strings.Map(func(r rune) rune {
+		least := r
+		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+			least = min(least, f)
+		}
+		return least
+	}, key)
 }
 
 // annotationsMatch checks that every wanted annotation is in the
