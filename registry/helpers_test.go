@@ -67,13 +67,22 @@ type response struct {
 
 func (r *testRegistry) do(method, path string, body []byte, headers ...string) response {
 	r.t.Helper()
+	resp, err := r.send(method, path, body, headers...)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return resp
+}
+
+// send is do for goroutines: it returns the error instead of failing.
+func (r *testRegistry) send(method, path string, body []byte, headers ...string) (response, error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
 	req, err := http.NewRequest(method, r.ts.URL+path, rd)
 	if err != nil {
-		r.t.Fatal(err)
+		return response{}, err
 	}
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Add(headers[i], headers[i+1])
@@ -83,14 +92,14 @@ func (r *testRegistry) do(method, path string, body []byte, headers ...string) r
 	}
 	resp, err := r.ts.Client().Do(req)
 	if err != nil {
-		r.t.Fatalf("%s %s: %v", method, path, err)
+		return response{}, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		r.t.Fatalf("%s %s: reading body: %v", method, path, err)
+		return response{}, fmt.Errorf("%s %s: reading body: %w", method, path, err)
 	}
-	return response{status: resp.StatusCode, header: resp.Header, body: b}
+	return response{status: resp.StatusCode, header: resp.Header, body: b}, nil
 }
 
 // wantStatus fails unless resp has the status.
