@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -205,19 +204,11 @@ func buildTar(t *testing.T, entries []tarEntry, raw []byte) []byte {
 // its type flag replaced by typ and the checksum fixed.
 func rawHeader(t *testing.T, hdr tar.Header, typ byte) []byte {
 	t.Helper()
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	if err := tw.WriteHeader(&hdr); err != nil {
+	hdr.Typeflag = typ
+	b, err := entryHeader(hdr)
+	if err != nil {
 		t.Fatal(err)
 	}
-	b := buf.Bytes()[:512]
-	b[156] = typ
-	copy(b[148:156], "        ")
-	sum := 0
-	for _, c := range b {
-		sum += int(c)
-	}
-	copy(b[148:156], fmt.Sprintf("%06o\x00 ", sum))
 	return b
 }
 
