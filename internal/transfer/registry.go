@@ -16,6 +16,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	ggcrtransport "github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/opencontainers/go-digest"
+
+	"github.com/ferry-oci/ferry/internal/transport"
 )
 
 // Remote opens registry repositories with shared credentials and a
@@ -241,7 +243,7 @@ func (r *Repository) fetchBlob(ctx context.Context, d digest.Digest, size, limit
 	}
 	data, err := io.ReadAll(newVerifier(resp.Body, d, size, "blob "+what))
 	if err != nil && !errors.Is(err, ErrVerification) {
-		return nil, brokenBody{err}
+		return nil, brokenBody{fmt.Errorf("reading blob %s: %w", what, err)}
 	}
 	return data, err
 }
@@ -359,8 +361,9 @@ type HTTPError struct {
 	Host       string // the registry, for the login hint
 	StatusCode int
 	Status     string
-	Codes      []string // error codes from the body, e.g. MANIFEST_UNKNOWN
-	Message    string   // first message from the body
+	Codes      []string      // error codes from the body, e.g. MANIFEST_UNKNOWN
+	Message    string        // first message from the body
+	RetryAfter time.Duration // the wait a 429 asked for, if it said
 }
 
 func (e *HTTPError) Error() string {
@@ -380,6 +383,12 @@ func (e *HTTPError) Error() string {
 			host = "HOST"
 		}
 		return fmt.Sprintf("%s: access denied (%s); check your credentials with: ferry login %s", e.What, detail, host)
+	case http.StatusTooManyRequests:
+		wait := "a while"
+		if e.RetryAfter > 0 {
+			wait = e.RetryAfter.Round(time.Second).String()
+		}
+		return fmt.Sprintf("%s: rate limited (%s); the registry asks to wait %s, longer than ferry waits by itself: rerun after that, or log in, as anonymous clients get lower limits", e.What, detail, wait)
 	}
 	return fmt.Sprintf("%s: %s", e.What, detail)
 }
@@ -402,6 +411,9 @@ func responseError(resp *http.Response, what string) error {
 	}
 	if e.Status == "" {
 		e.Status = fmt.Sprintf("%d %s", resp.StatusCode, http.StatusText(resp.StatusCode))
+	}
+	if resp.StatusCode == http.StatusTooManyRequests {
+		e.RetryAfter, _ = transport.RetryAfter(resp.Header.Get("Retry-After"), time.Now())
 	}
 	var body struct {
 		Errors []struct {

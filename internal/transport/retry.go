@@ -103,7 +103,7 @@ func (t *roundTripper) retried(req *http.Request) (*http.Response, error) {
 			}
 			why = resp.Status
 			wait = t.retry.backoff(attempt)
-			if after, ok := retryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
+			if after, ok := RetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
 				if after > t.retry.Cap {
 					return resp, nil // the server wants more than we will wait
 				}
@@ -149,9 +149,9 @@ func discard(resp *http.Response) {
 	_ = resp.Body.Close()
 }
 
-// retryAfter parses a Retry-After value, delay-seconds or HTTP-date
+// RetryAfter parses a Retry-After value, delay-seconds or HTTP-date
 // (RFC 9110 section 10.2.3), as a wait from now; a date in the past is zero.
-func retryAfter(v string, now time.Time) (time.Duration, bool) {
+func RetryAfter(v string, now time.Time) (time.Duration, bool) {
 	v = strings.TrimSpace(v)
 	if v == "" {
 		return 0, false

@@ -268,9 +268,9 @@ func TestParseRetryAfter(t *testing.T) {
 		{"soon", 0, false},
 		{"", 0, false},
 	} {
-		got, ok := retryAfter(tc.in, now)
+		got, ok := RetryAfter(tc.in, now)
 		if got != tc.want || ok != tc.ok {
-			t.Errorf("retryAfter(%q) = %v, %v; want %v, %v", tc.in, got, ok, tc.want, tc.ok)
+			t.Errorf("RetryAfter(%q) = %v, %v; want %v, %v", tc.in, got, ok, tc.want, tc.ok)
 		}
 	}
 }
