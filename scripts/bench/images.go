@@ -54,6 +54,33 @@ func cases(quick bool) []imageCase {
 	}
 }
 
+// extraCases are images only some suites use: huge for the bundle
+// suite's 2 GiB bundle (full runs only), cache and burst for the cache
+// suite (generated into its upstream, not the source registry).
+func extraCases(quick bool) []imageCase {
+	if quick {
+		return []imageCase{
+			{Name: "cache", Layers: repeat(4, 4*mib)},
+			{Name: "burst", Layers: repeat(4, 1*mib)},
+		}
+	}
+	return []imageCase{
+		{Name: "huge", Layers: repeat(32, 64*mib)},
+		{Name: "cache", Layers: repeat(4, 64*mib)},
+		{Name: "burst", Layers: repeat(4, 16*mib)},
+	}
+}
+
+// findCase is the case called name, at the size -quick asks for.
+func findCase(name string, quick bool) (imageCase, bool) {
+	for _, c := range append(cases(quick), extraCases(quick)...) {
+		if c.Name == name {
+			return c, true
+		}
+	}
+	return imageCase{}, false
+}
+
 func repeat(n int, size int64) []int64 {
 	s := make([]int64, n)
 	for i := range s {

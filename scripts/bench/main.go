@@ -1,14 +1,24 @@
-// Command bench measures `ferry copy` against crane, regctl and skopeo.
+// Command bench measures ferry against the tools people would use instead,
+// in suites:
 //
-// It generates synthetic images with random (incompressible) layers, pushes
-// them to a registry on 127.0.0.1, and copies each one to a second registry
-// with every tool, N times, into a fresh repository each time: directly, and
-// through TCP proxies that add a round-trip time. For each case, path and
-// tool it reports the median wall time, CPU time (user+system) and peak
-// resident set of the tool's process. Nothing goes beyond 127.0.0.1.
+//   - copy: `ferry copy` against crane, regctl and skopeo, between two
+//     registries, directly and through TCP proxies that add a round trip;
+//   - serve: `ferry serve` against distribution's docker-registry, with
+//     crane pushing and pulling;
+//   - mirror: `ferry mirror` against skopeo sync and regsync, a first sync
+//     and a rerun with nothing to do;
+//   - bundle: `ferry bundle create` and `import` against skopeo's
+//     oci-archive and crane's OCI layouts, and `ferry serve --bundle`;
+//   - cache: `ferry serve --upstream` against pulling from the upstream.
+//
+// It generates synthetic images with random (incompressible) layers and
+// pushes them to a registry on 127.0.0.1. For each case and tool it reports
+// the median wall time, CPU time (user+system) and peak resident set of the
+// tool's process, or of the server's (from /proc), and checks the suite's
+// targets. Nothing goes beyond 127.0.0.1.
 //
 // scripts/bench.sh builds ferry, installs the peers it can, and runs this
-// with `go run ./scripts/bench`; docs/benchmarks.md explains the cases and
+// with `go run ./scripts/bench`; docs/benchmarks.md explains the suites and
 // holds the latest results.
 package main
 
@@ -32,6 +42,7 @@ import (
 
 // options are the command line.
 type options struct {
+	suites     []string
 	cases      []string
 	tools      []string
 	paths      []string
@@ -87,27 +98,33 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `usage: go run ./scripts/bench [flags]   (normally: bash scripts/bench.sh [flags])
 
-Copies synthetic images between two registries on 127.0.0.1 with ferry,
-crane, regctl and skopeo, directly and through a delaying proxy, and
-reports wall time, CPU time and peak RSS (medians of -n runs).
+Benchmarks ferry on 127.0.0.1, suite by suite (docs/benchmarks.md):
+  copy    ferry copy against crane, regctl and skopeo, directly and
+          through a delaying proxy
+  serve   ferry serve against docker-registry: push, pull, 20 pulls at once
+  mirror  ferry mirror against skopeo sync and regsync: first sync, rerun
+  bundle  ferry bundle create/import against skopeo and crane; serve --bundle
+  cache   ferry serve --upstream: first and cached pulls, 20 clients at once
+and reports wall time, CPU time and peak RSS (medians of -n runs).
 
 Flags:
 `)
 		fs.PrintDefaults()
 	}
 	var o options
-	cases := fs.String("cases", "big,small,index", "cases to run, comma-separated: big, small, index")
-	tools := fs.String("tools", strings.Join(toolNames, ","), "tools to measure, comma-separated")
-	paths := fs.String("paths", "direct,delayed", "network paths, comma-separated: direct, delayed (through the proxy)")
-	fs.IntVar(&o.n, "n", 3, "runs of each case, path and tool; the median is reported")
+	suites := fs.String("suites", strings.Join(suiteNames, ","), "suites to run, comma-separated: "+strings.Join(suiteNames, ", "))
+	cases := fs.String("cases", "big,small,index", "copy suite: cases to run, comma-separated: big, small, index")
+	tools := fs.String("tools", strings.Join(toolNames, ","), "copy suite: tools to measure, comma-separated")
+	paths := fs.String("paths", "direct,delayed", "copy suite: network paths, comma-separated: direct, delayed (through the proxy)")
+	fs.IntVar(&o.n, "n", 3, "runs of each case and tool; the median is reported")
 	fs.DurationVar(&o.delay, "delay", 25*time.Millisecond, "one-way delay the proxy adds in each direction (round trip: twice this)")
 	window := fs.String("window", "4MiB", "TCP window of each proxied connection: at most this many bytes per round trip")
-	fs.BoolVar(&o.quick, "quick", false, "small images and -n 1: checks the harness in under a minute")
+	fs.BoolVar(&o.quick, "quick", false, "small images and -n 1: checks the harness in a minute or two")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (registry storage, each run's output) and print where")
 	fs.StringVar(&o.md, "md", "", "also write the results as markdown into this file, between its bench markers (e.g. docs/benchmarks.md)")
 	fs.StringVar(&o.ferry, "ferry", "bin/ferry", "the ferry binary; empty when it could not be built")
 	ferryFlags := fs.String("ferry-flags", "", "extra flags for `ferry copy`, space-separated")
-	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "longest one copy may take")
+	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "longest one measured command may take")
 	fs.BoolVar(&o.verbose, "v", false, "log every registry request to stderr")
 	fs.StringVar(&o.workdir, "workdir", "", "where to make the work directory (default: the system's temp dir)")
 	if err := fs.Parse(args); err != nil {
@@ -122,6 +139,9 @@ Flags:
 		o.n = 1
 	}
 	var err error
+	if o.suites, err = list("-suites", *suites, suiteNames); err != nil {
+		return o, err
+	}
 	if o.cases, err = list("-cases", *cases, []string{"big", "small", "index"}); err != nil {
 		return o, err
 	}
@@ -189,7 +209,22 @@ func parseSize(s string) (int64, error) {
 	return n * mult, nil
 }
 
-// bench is the whole run: registries, proxies, images, tools, copies, report.
+// env is what the suites share: the work directory, the two in-process
+// registries, the images generated so far, and the tools.
+type env struct {
+	o       options
+	work    string
+	logDir  string
+	src     *benchRegistry // where the images are generated
+	dst     *benchRegistry // where copies, mirrors and imports go
+	tools   map[string]*tool
+	sources map[string]source
+	logf    func(format string, a ...any)
+	stdout  io.Writer
+}
+
+// bench is the whole run: registries, images, tools, then each suite and
+// its report.
 func bench(ctx context.Context, o options, stdout, stderr io.Writer) (err error) {
 	logf := func(format string, a ...any) { fmt.Fprintf(stderr, "bench: "+format+"\n", a...) }
 	work, err := os.MkdirTemp(o.workdir, "ferry-bench-")
@@ -220,114 +255,139 @@ func bench(ctx context.Context, o options, stdout, stderr io.Writer) (err error)
 		return err
 	}
 	defer dst.Close()
-	hosts := map[string][2]string{"direct": {src.Host(), dst.Host()}}
-	allHosts := []string{src.Host(), dst.Host()}
-	if slices.Contains(o.paths, "delayed") {
-		sp, err := startProxy(src.Host(), o.delay, o.window)
-		if err != nil {
-			return err
-		}
-		defer sp.Close()
-		dp, err := startProxy(dst.Host(), o.delay, o.window)
-		if err != nil {
-			return err
-		}
-		defer dp.Close()
-		hosts["delayed"] = [2]string{sp.Host(), dp.Host()}
-		allHosts = append(allHosts, sp.Host(), dp.Host())
-	}
 	logf("source registry %s, destination %s; work directory %s", src.Host(), dst.Host(), work)
-
-	var sources []source
-	for _, c := range cases(o.quick) {
-		if !slices.Contains(o.cases, c.Name) {
-			continue
-		}
-		start := time.Now()
-		s, err := generate(ctx, c, work, src.Host())
-		if err != nil {
-			return err
-		}
-		if s.Bytes, err = src.store.Bytes(s.Repo); err != nil {
-			return err
-		}
-		logf("generated %s: %s, %s of blobs, %s (%.1fs)", c.Name, c.Describe(), formatBytes(s.Bytes),
-			s.Digest, time.Since(start).Seconds())
-		sources = append(sources, s)
-	}
-
-	tools := findTools(ctx, o.tools, toolSetup{
-		ferry: o.ferry, ferryFlags: o.ferryFlags, home: filepath.Join(work, "home"),
-		hosts: allHosts,
-	})
-	for _, t := range tools {
-		if t.Missing != "" {
-			logf("%s: %s", t.Name, t.Missing)
-		} else {
-			logf("%s %s (%s)", t.Name, t.Version, t.Path)
-		}
-	}
-	logDir := filepath.Join(work, "logs")
-	if err := os.MkdirAll(logDir, 0o755); err != nil {
+	e := &env{o: o, work: work, logDir: filepath.Join(work, "logs"), src: src, dst: dst,
+		tools: map[string]*tool{}, sources: map[string]source{}, logf: logf, stdout: stdout}
+	if err := os.MkdirAll(e.logDir, 0o755); err != nil {
 		return err
 	}
 
-	rep := &report{opts: o, tools: tools, sources: sources, machine: describeMachine()}
-	rep.rssFloor = rssFloor(ctx, work, logDir)
-	for _, s := range sources {
-		for _, path := range o.paths {
-			h := hosts[path]
-			rows := map[string]*result{}
-			for _, t := range tools {
-				r := &result{Case: s.Name, Path: path, Tool: t.Name, Missing: t.Missing}
-				rows[t.Name] = r
-				rep.results = append(rep.results, r)
-			}
-			// Runs go round the tools, so that drift on the machine is
-			// spread over all of them.
-			for i := 1; i <= o.n; i++ {
-				for _, t := range tools {
-					r := rows[t.Name]
-					if r.Missing != "" || r.Err != "" {
-						continue
-					}
-					repo := fmt.Sprintf("dst/%s-%s-%s-%d", s.Name, t.Name, path, i)
-					logPath := filepath.Join(logDir, fmt.Sprintf("%s-%s-%s-%d.log", s.Name, path, t.Name, i))
-					smp, err := t.measure(ctx, h[0]+"/"+s.Repo+":v1", h[1]+"/"+repo+":v1", logPath, o.timeout)
-					if err == nil {
-						err = check(ctx, dst, repo, s)
-					}
-					if derr := dst.Drop(repo); derr != nil && err == nil {
-						err = derr
-					}
-					if ctx.Err() != nil {
-						return ctx.Err()
-					}
-					if err != nil {
-						r.Err = err.Error()
-						logf("%-5s %-7s %-6s %d/%d: failed: %v (log: %s)", s.Name, path, t.Name, i, o.n, err, logPath)
-						continue
-					}
-					r.Samples = append(r.Samples, smp)
-					logf("%-5s %-7s %-6s %d/%d: wall %s, cpu %s, max RSS %s", s.Name, path, t.Name, i, o.n,
-						formatSeconds(smp.Wall), formatSeconds(smp.CPU), formatBytes(smp.MaxRSS))
-				}
+	command := os.Getenv("BENCH_COMMAND")
+	if command == "" {
+		command = strings.TrimSpace("go run ./scripts/bench " + strings.Join(os.Args[1:], " "))
+	}
+	blocks := map[string]string{}
+	var failed []string
+	for _, name := range o.suites {
+		var block string
+		var err error
+		switch name {
+		case "copy":
+			block, err = e.copySuite(ctx, command)
+		default:
+			m := describeMachine()
+			var rep *suiteReport
+			rep, err = e.scenario(ctx, name)
+			if rep != nil {
+				fmt.Fprint(stdout, rep.text(e.runs()))
+				block = rep.markdown(command, e.runs(), m, e.toolVersions(rep.Tools))
 			}
 		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err != nil {
+			logf("%s suite: %v", name, err)
+			failed = append(failed, name)
+			continue
+		}
+		blocks[name] = block
 	}
-
-	rep.command = os.Getenv("BENCH_COMMAND")
-	if rep.command == "" {
-		rep.command = strings.TrimSpace("go run ./scripts/bench " + strings.Join(os.Args[1:], " "))
-	}
-	fmt.Fprint(stdout, rep.text())
-	if o.md != "" {
-		if err := writeMarkdown(o.md, rep.markdown()); err != nil {
+	if o.md != "" && len(blocks) > 0 {
+		if err := writeMarkdown(o.md, blocks, suiteNames); err != nil {
 			return err
 		}
 		logf("wrote the results into %s", o.md)
 	}
+	if len(failed) > 0 {
+		return fmt.Errorf("suites that could not run: %s", strings.Join(failed, ", "))
+	}
 	return nil
+}
+
+// scenario runs one of the suites with a suiteReport.
+func (e *env) scenario(ctx context.Context, name string) (*suiteReport, error) {
+	return nil, fmt.Errorf("unknown suite %q", name)
+}
+
+// runs says how many runs each number is the median of.
+func (e *env) runs() string {
+	s := "1 run"
+	if e.o.n > 1 {
+		s = fmt.Sprintf("median of %d runs", e.o.n)
+	}
+	if e.o.quick {
+		s += "; -quick (small images)"
+	}
+	return s
+}
+
+// source is the image of case name, generated in the source registry the
+// first time a suite asks for it.
+func (e *env) source(ctx context.Context, name string) (source, error) {
+	if s, ok := e.sources[name]; ok {
+		return s, nil
+	}
+	c, ok := findCase(name, e.o.quick)
+	if !ok {
+		return source{}, fmt.Errorf("no image case %q", name)
+	}
+	start := time.Now()
+	s, err := generate(ctx, c, e.work, e.src.Host())
+	if err != nil {
+		return s, err
+	}
+	if s.Bytes, err = e.src.store.Bytes(s.Repo); err != nil {
+		return s, err
+	}
+	e.logf("generated %s: %s, %s of blobs, %s (%.1fs)", c.Name, c.Describe(), formatBytes(s.Bytes),
+		s.Digest, time.Since(start).Seconds())
+	e.sources[name] = s
+	return s, nil
+}
+
+// tool finds a tool the first time it is asked for; see findTools.
+func (e *env) tool(ctx context.Context, name string) *tool {
+	if t, ok := e.tools[name]; ok {
+		return t
+	}
+	t := findTools(ctx, []string{name}, toolSetup{
+		ferry: e.o.ferry, ferryFlags: e.o.ferryFlags, home: filepath.Join(e.work, "home"),
+		hosts: []string{e.src.Host(), e.dst.Host()},
+	})[0]
+	if t.Missing != "" {
+		e.logf("%s: %s", t.Name, t.Missing)
+	} else {
+		e.logf("%s %s (%s)", t.Name, t.Version, t.Path)
+	}
+	e.tools[name] = t
+	return t
+}
+
+// toolVersions lists the named tools' versions, for a report.
+func (e *env) toolVersions(names []string) string {
+	var tv []string
+	for _, n := range names {
+		t, ok := e.tools[n]
+		if !ok {
+			continue
+		}
+		if t.Missing != "" {
+			tv = append(tv, fmt.Sprintf("%s (%s)", n, t.Missing))
+		} else {
+			tv = append(tv, n+" "+t.Version)
+		}
+	}
+	return strings.Join(tv, ", ")
+}
+
+// logPath is where a run's output goes: logs/PARTS-joined-by-dashes.log.
+func (e *env) logPath(parts ...any) string {
+	var s []string
+	for _, p := range parts {
+		s = append(s, strings.ReplaceAll(fmt.Sprint(p), " ", "-"))
+	}
+	return filepath.Join(e.logDir, strings.Join(s, "-")+".log")
 }
 
 // check makes sure a copy arrived whole: DST's v1 tag names the source's

@@ -26,17 +26,26 @@ type result struct {
 func (r *result) ok() bool { return r.Missing == "" && r.Err == "" && len(r.Samples) > 0 }
 
 // median is the median of each measure separately.
-func (r *result) median() sample {
+func (r *result) median() sample { return medianSample(r.Samples) }
+
+// peakRSS is the highest peak of any run.
+func (r *result) peakRSS() int64 { return peakRSS(r.Samples) }
+
+// medianSample is the median of each measure separately.
+func medianSample(samples []sample) sample {
 	med := func(v []int64) int64 {
 		slices.Sort(v)
 		n := len(v)
+		if n == 0 {
+			return 0
+		}
 		if n%2 == 1 {
 			return v[n/2]
 		}
 		return (v[n/2-1] + v[n/2]) / 2
 	}
 	var wall, cpu, rss []int64
-	for _, s := range r.Samples {
+	for _, s := range samples {
 		wall = append(wall, int64(s.Wall))
 		cpu = append(cpu, int64(s.CPU))
 		rss = append(rss, s.MaxRSS)
@@ -45,9 +54,9 @@ func (r *result) median() sample {
 }
 
 // peakRSS is the highest peak of any run.
-func (r *result) peakRSS() int64 {
+func peakRSS(samples []sample) int64 {
 	var m int64
-	for _, s := range r.Samples {
+	for _, s := range samples {
 		m = max(m, s.MaxRSS)
 	}
 	return m
@@ -308,28 +317,59 @@ const (
 	mdEnd   = "<!-- bench:end -->"
 )
 
-// writeMarkdown puts block in place of the one between the markers in
-// path, or at its end when it has none; a missing file is created.
-func writeMarkdown(path, block string) error {
-	old, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return os.WriteFile(path, []byte(block), 0o644)
+// markers are the lines that enclose a suite's results in the markdown
+// file: the copy suite keeps the original bench:begin and bench:end, the
+// others have bench:SUITE:begin and bench:SUITE:end, so that each suite
+// rewrites its own section and leaves the others as they are.
+func markers(suite string) (begin, end string) {
+	if suite == "copy" {
+		return mdBegin, mdEnd
 	}
-	if err != nil {
+	return fmt.Sprintf("<!-- bench:%s:begin (scripts/bench -md rewrites from here to bench:%s:end) -->", suite, suite),
+		fmt.Sprintf("<!-- bench:%s:end -->", suite)
+}
+
+// writeMarkdown puts each block (a suite's results, markers included) in
+// place of the section between the same markers in path, or at its end
+// when it has none; a missing file is created.
+func writeMarkdown(path string, blocks map[string]string, order []string) error {
+	old, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
 	s := string(old)
-	i := strings.Index(s, "<!-- bench:begin")
-	j := strings.Index(s, mdEnd)
-	if i < 0 || j < i {
-		if !strings.HasSuffix(s, "\n") {
+	for _, suite := range order {
+		block, ok := blocks[suite]
+		if ok {
+			s = replaceSection(s, suite, block)
+		}
+	}
+	return os.WriteFile(path, []byte(s), 0o644)
+}
+
+// replaceSection puts block in place of suite's section of s.
+func replaceSection(s, suite, block string) string {
+	begin, end := markers(suite)
+	// The begin marker's text after its name may change; match its start.
+	prefix, _, _ := strings.Cut(begin, " (")
+	i := strings.Index(s, prefix+" ")
+	j := -1
+	if i >= 0 {
+		if k := strings.Index(s[i:], end); k >= 0 {
+			j = i + k
+		}
+	}
+	if i < 0 || j < 0 {
+		if s != "" && !strings.HasSuffix(s, "\n") {
 			s += "\n"
 		}
-		return os.WriteFile(path, []byte(s+"\n"+block), 0o644)
+		if s != "" {
+			s += "\n"
+		}
+		return s + block
 	}
-	rest := s[j+len(mdEnd):]
-	rest = strings.TrimPrefix(rest, "\n")
-	return os.WriteFile(path, []byte(s[:i]+block+rest), 0o644)
+	rest := strings.TrimPrefix(s[j+len(end):], "\n")
+	return s[:i] + block + rest
 }
 
 // machine is what the numbers were measured on.

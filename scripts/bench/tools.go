@@ -75,6 +75,9 @@ func findTools(ctx context.Context, names []string, s toolSetup) []*tool {
 		case "regctl":
 			versionArgs = []string{"version", "--format", "{{.VCSTag}}"}
 			t.args = func(src, dst string) []string { return []string{"image", "copy", src, dst} }
+		case "regsync":
+			versionArgs = []string{"version", "--format", "{{.VCSTag}}"}
+			t.args = func(string, string) []string { return nil }
 		case "skopeo":
 			versionArgs = []string{"--version"}
 			// --insecure-policy: no /etc/containers/policy.json is needed.
@@ -171,6 +174,15 @@ type sample struct {
 // measure runs the tool once, through the spawn helper, to copy src to
 // dst, with its output in logPath, and returns what it cost.
 func (t *tool) measure(ctx context.Context, src, dst, logPath string, timeout time.Duration) (sample, error) {
+	return t.measureArgs(ctx, t.args(src, dst), logPath, timeout)
+}
+
+// measureArgs runs the tool once with args, through the spawn helper, with
+// its output in logPath, and returns what it cost.
+func (t *tool) measureArgs(ctx context.Context, args []string, logPath string, timeout time.Duration) (sample, error) {
+	if t.Path == "" {
+		return sample{}, fmt.Errorf("%s: %s", t.Name, t.Missing)
+	}
 	self, err := os.Executable()
 	if err != nil {
 		return sample{}, err
@@ -188,7 +200,6 @@ func (t *tool) measure(ctx context.Context, src, dst, logPath string, timeout ti
 
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	args := t.args(src, dst)
 	fmt.Fprintf(logf, "$ %s %s\n", t.Path, strings.Join(args, " "))
 	cmd := exec.CommandContext(ctx, self, append([]string{spawnArg, t.Path}, args...)...)
 	cmd.Env = t.env
