@@ -307,6 +307,10 @@ func bench(ctx context.Context, o options, stdout, stderr io.Writer) (err error)
 
 // scenario runs one of the suites with a suiteReport.
 func (e *env) scenario(ctx context.Context, name string) (*suiteReport, error) {
+	switch name {
+	case "serve":
+		return e.serveSuite(ctx)
+	}
 	return nil, fmt.Errorf("unknown suite %q", name)
 }
 
