@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# bench.sh measures `ferry copy` against crane, regctl and skopeo: it builds
+# bench.sh benchmarks ferry's copy, serve, mirror, bundle and pull-through
+# cache against crane, regctl, regsync, skopeo and docker-registry: it builds
 # bin/ferry, installs the peers it can, and runs the harness in
 # scripts/bench/ with the arguments given (see docs/benchmarks.md, or
 # `bash scripts/bench.sh -h`). `make bench BENCHFLAGS=-quick` runs it too.
 #
-#   - crane and regctl are installed with `go install`, at the versions
-#     pinned below, into GOBIN (or GOPATH/bin), when missing or different;
-#   - skopeo is used when it is installed (apt-get install skopeo): this
-#     script installs no system packages;
+#   - crane, regctl and regsync are installed with `go install`, at the
+#     versions pinned below, into GOBIN (or GOPATH/bin), when missing or
+#     different;
+#   - skopeo and docker-registry are used when they are installed (apt-get
+#     install skopeo docker-registry): this script installs no system
+#     packages;
 #   - a tool that is missing, or that fails to install, is reported as "not
 #     installed" in the table; a ferry that does not build, as "not built".
 #
@@ -17,7 +20,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # Pinned peer versions. Bump them here, and only here.
 CRANE_VERSION=v0.22.1  # keep in step with go-containerregistry in go.mod
-REGCTL_VERSION=v0.11.7 # github.com/regclient/regclient
+REGCTL_VERSION=v0.11.7 # github.com/regclient/regclient: regctl and regsync
 
 log() { echo "bench.sh: $*" >&2; }
 
@@ -51,9 +54,12 @@ go_install() {
 
 go_install crane github.com/google/go-containerregistry/cmd/crane "$CRANE_VERSION"
 go_install regctl github.com/regclient/regclient/cmd/regctl "$REGCTL_VERSION"
-if ! command -v skopeo >/dev/null 2>&1; then
-	log "skopeo is not installed (apt-get install skopeo): it is left out"
-fi
+go_install regsync github.com/regclient/regclient/cmd/regsync "$REGCTL_VERSION"
+for pkg in skopeo docker-registry; do
+	if ! command -v "$pkg" >/dev/null 2>&1; then
+		log "$pkg is not installed (apt-get install $pkg): it is left out"
+	fi
+done
 
 args=()
 if ! make --no-print-directory build >&2; then

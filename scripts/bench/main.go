@@ -310,6 +310,8 @@ func (e *env) scenario(ctx context.Context, name string) (*suiteReport, error) {
 	switch name {
 	case "serve":
 		return e.serveSuite(ctx)
+	case "mirror":
+		return e.mirrorSuite(ctx)
 	}
 	return nil, fmt.Errorf("unknown suite %q", name)
 }

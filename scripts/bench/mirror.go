@@ -1,0 +1,248 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+)
+
+// tagSet is a repository of many small images that share most layers,
+// as a project's release tags do.
+type tagSet struct {
+	Tags int
+	Base []int64 // layers every tag has
+	Own  int64   // one layer of each tag's own
+}
+
+func mirrorCase(quick bool) tagSet {
+	if quick {
+		return tagSet{Tags: 10, Base: repeat(3, 256*kib), Own: 64 * kib}
+	}
+	return tagSet{Tags: 50, Base: repeat(3, 1*mib), Own: 256 * kib}
+}
+
+func (t tagSet) Describe() string {
+	return fmt.Sprintf("%d tags, each %d × %s layers all share + one %s layer of its own",
+		t.Tags, len(t.Base), formatBytes(t.Base[0]), formatBytes(t.Own))
+}
+
+// tagName is the i-th tag, 1.0.0 to 1.0.N-1.
+func tagName(i int) string { return fmt.Sprintf("1.0.%d", i) }
+
+// generateTags pushes the set to host/repo and returns each tag's digest.
+func generateTags(ctx context.Context, t tagSet, dir, host, repo string) (map[string]string, error) {
+	work, err := os.MkdirTemp(dir, "gen-mirror-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(work)
+	var base []v1.Layer
+	for i, size := range t.Base {
+		l, err := makeLayer(work, fmt.Sprintf("mirror-base-%d", i), size)
+		if err != nil {
+			return nil, err
+		}
+		base = append(base, l)
+	}
+	digests := map[string]string{}
+	for i := 0; i < t.Tags; i++ {
+		own, err := makeLayer(work, fmt.Sprintf("mirror-own-%d", i), t.Own)
+		if err != nil {
+			return nil, err
+		}
+		img := mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON)
+		if img, err = mutate.AppendLayers(img, append(base[:len(base):len(base)], own)...); err != nil {
+			return nil, err
+		}
+		cf, err := img.ConfigFile()
+		if err != nil {
+			return nil, err
+		}
+		cf = cf.DeepCopy()
+		cf.OS, cf.Architecture = "linux", "amd64"
+		cf.Config.Labels = map[string]string{"org.opencontainers.image.version": tagName(i)}
+		if img, err = mutate.ConfigFile(img, cf); err != nil {
+			return nil, err
+		}
+		ref, err := name.ParseReference(host+"/"+repo+":"+tagName(i), name.Insecure)
+		if err != nil {
+			return nil, err
+		}
+		if err := remote.Write(ref, img, remote.WithContext(ctx), remote.WithJobs(4)); err != nil {
+			return nil, fmt.Errorf("pushing %s: %w", ref, err)
+		}
+		d, err := img.Digest()
+		if err != nil {
+			return nil, err
+		}
+		digests[tagName(i)] = d.String()
+		os.Remove(own.path)
+	}
+	return digests, nil
+}
+
+// ferryMirrorConfig is a mirror config (docs/mirror-config.md) of one
+// entry, with ferry's defaults otherwise.
+func ferryMirrorConfig(from, to string) string {
+	return fmt.Sprintf("# ferry bench: mirror suite\n[[sync]]\nfrom = %q\nto = %q\n", from, to)
+}
+
+// regsyncConfig is a regsync configuration of one repository, with TLS
+// off for the given registries.
+func regsyncConfig(hosts []string, from, to string) string {
+	var b strings.Builder
+	b.WriteString("version: 1\ncreds:\n")
+	for _, h := range hosts {
+		fmt.Fprintf(&b, "  - registry: %q\n    tls: disabled\n", h)
+	}
+	fmt.Fprintf(&b, "sync:\n  - source: %q\n    target: %q\n    type: repository\n", from, to)
+	return b.String()
+}
+
+// mirrorSuite mirrors a repository of many tags with ferry mirror, skopeo
+// sync and regsync: a first sync into an empty repository, then a rerun in
+// which nothing changed, counting the requests the rerun makes at the
+// source.
+func (e *env) mirrorSuite(ctx context.Context) (*suiteReport, error) {
+	set := mirrorCase(e.o.quick)
+	const srcRepo = "bench/mirror"
+	start := time.Now()
+	digests, err := generateTags(ctx, set, e.work, e.src.Host(), srcRepo)
+	if err != nil {
+		return nil, err
+	}
+	e.logf("generated %s: %s (%.1fs)", srcRepo, set.Describe(), time.Since(start).Seconds())
+	cp, err := startCountingProxy(e.src.Host())
+	if err != nil {
+		return nil, err
+	}
+	defer cp.Close()
+	dir := filepath.Join(e.work, "mirror")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+
+	rep := &suiteReport{
+		Name: "mirror", Tools: []string{"ferry", "skopeo", "regsync"}, Title: "ferry mirror against skopeo sync and regsync",
+		CPU: "CPU", RSS: "max RSS", Ratio: "÷ ferry",
+		About: []string{
+			"source: " + srcRepo + ", " + set.Describe() + "; every tool mirrors all its tags into an empty repository of the second registry",
+			"first sync: into the empty repository; no-change rerun: the same command again, nothing to copy",
+			"ferry: `ferry mirror -c FILE`, one [[sync]] entry, defaults otherwise (referrers on); " +
+				"skopeo: `skopeo sync --src docker --dest docker`; regsync: `regsync once -c FILE`, type repository",
+		},
+	}
+	names := []string{"ferry", "skopeo", "regsync"}
+	cases := []string{"first sync", "no-change rerun"}
+	rows := map[string]map[string]*row{}
+	tools := map[string]*tool{}
+	for _, n := range names {
+		tools[n] = e.tool(ctx, n)
+	}
+	for _, c := range cases {
+		rows[c] = map[string]*row{}
+		for _, n := range names {
+			rows[c][n] = rep.add(c, n, n == "ferry", tools[n].Missing)
+		}
+	}
+	counts := map[string]requestCounts{}
+	for i := 1; i <= e.o.n; i++ {
+		for _, n := range names {
+			t := tools[n]
+			if t.Missing != "" {
+				continue
+			}
+			prefix := fmt.Sprintf("mirror/%s-%d", n, i)
+			dstRepo := prefix + "/mirror"
+			from, to := cp.Host()+"/"+srcRepo, e.dst.Host()+"/"+dstRepo
+			var args []string
+			switch n {
+			case "ferry":
+				cfg := filepath.Join(dir, fmt.Sprintf("ferry-%d.toml", i))
+				if err := os.WriteFile(cfg, []byte(ferryMirrorConfig(from, to)), 0o644); err != nil {
+					return nil, err
+				}
+				args = []string{"mirror", "-c", cfg}
+			case "skopeo":
+				// skopeo sync puts the source's last name component under
+				// the destination: DST/PREFIX/mirror.
+				args = []string{"--insecure-policy", "sync", "--src", "docker", "--dest", "docker",
+					"--src-tls-verify=false", "--dest-tls-verify=false", from, e.dst.Host() + "/" + prefix}
+			case "regsync":
+				cfg := filepath.Join(dir, fmt.Sprintf("regsync-%d.yml", i))
+				if err := os.WriteFile(cfg, []byte(regsyncConfig([]string{cp.Host(), e.dst.Host()}, from, to)), 0o644); err != nil {
+					return nil, err
+				}
+				args = []string{"once", "-c", cfg}
+			}
+			for ci, c := range cases {
+				r := rows[c][n]
+				if r.Err != "" || (ci > 0 && rows[cases[0]][n].Err != "") {
+					continue
+				}
+				cp.Reset()
+				smp, err := t.measureArgs(ctx, args, e.logPath("mirror", c, n, i), e.o.timeout)
+				if err == nil {
+					err = checkTags(ctx, e.dst.Host(), dstRepo, digests)
+				}
+				if ctx.Err() != nil {
+					return nil, ctx.Err()
+				}
+				if err != nil {
+					r.fail(err)
+					e.logf("%s, %s %d/%d: failed: %v", c, n, i, e.o.n, err)
+					continue
+				}
+				r.Samples = append(r.Samples, smp)
+				e.timed(c+", "+n, i, smp)
+				if ci > 0 {
+					counts[n] = cp.Counts()
+					e.logf("%s, %s: at the source: %s", c, n, counts[n])
+				}
+			}
+			if err := e.dst.Drop(dstRepo); err != nil {
+				return nil, err
+			}
+		}
+	}
+	for _, n := range names {
+		if c, ok := counts[n]; ok {
+			rep.Facts = append(rep.Facts, fmt.Sprintf("%s, no-change rerun, requests at the source: %s", n, c))
+		}
+	}
+	f, s := rows[cases[0]]["ferry"], rows[cases[0]]["skopeo"]
+	rep.Targets = append(rep.Targets, compareTarget("first sync: ferry faster than skopeo", f, s,
+		func(f, p time.Duration) bool { return f < p }))
+	f, s = rows[cases[1]]["ferry"], rows[cases[1]]["skopeo"]
+	what := "no-change rerun: ferry under 1 s"
+	if f.ok() {
+		w := f.median().Wall
+		rep.Targets = append(rep.Targets, fmt.Sprintf("%s: %s (%s)", what, verdict(w < time.Second), formatSeconds(w)))
+	} else {
+		rep.Targets = append(rep.Targets, what+": pending (ferry "+whyNot(f)+")")
+	}
+	rep.Targets = append(rep.Targets, compareTarget("no-change rerun: ferry under a fifth of skopeo's time", f, s,
+		func(f, p time.Duration) bool { return 5*f < p }))
+	return rep, nil
+}
+
+// checkTags makes sure repo at host has every tag with its digest.
+func checkTags(ctx context.Context, host, repo string, digests map[string]string) error {
+	for tag, want := range digests {
+		if err := checkDigest(ctx, host, repo, tag, want); err != nil {
+			return err
+		}
+	}
+	return nil
+}
