@@ -312,6 +312,8 @@ func (e *env) scenario(ctx context.Context, name string) (*suiteReport, error) {
 		return e.serveSuite(ctx)
 	case "mirror":
 		return e.mirrorSuite(ctx)
+	case "bundle":
+		return e.bundleSuite(ctx)
 	}
 	return nil, fmt.Errorf("unknown suite %q", name)
 }
