@@ -314,6 +314,8 @@ func (e *env) scenario(ctx context.Context, name string) (*suiteReport, error) {
 		return e.mirrorSuite(ctx)
 	case "bundle":
 		return e.bundleSuite(ctx)
+	case "cache":
+		return e.cacheSuite(ctx)
 	}
 	return nil, fmt.Errorf("unknown suite %q", name)
 }
