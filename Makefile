@@ -67,7 +67,7 @@ completions: ## regenerate the shell completion scripts in completions/
 		echo "$$file"; \
 	done
 
-bench: ## copy benchmarks against crane, regctl and skopeo (docs/benchmarks.md); BENCHFLAGS=-quick for a quick check
+bench: ## benchmarks of copy, serve, mirror, bundle and cache against crane, regctl, regsync, skopeo and docker-registry (docs/benchmarks.md); BENCHFLAGS=-quick for a quick check
 	bash scripts/bench.sh $(BENCHFLAGS)
 
 demo: build ## run ferry end to end against an ephemeral local registry
