@@ -184,7 +184,10 @@ func (v *validator) config(f *fileConfig) (*Config, error) {
 		if host == "" || strings.ContainsAny(host, "/ \t") {
 			return nil, v.fail(0, key, "a registry table is named by host[:port] only, e.g. [registry.\"registry.example.com:5000\"]")
 		}
-		r.CAFile, r.CertFile, r.KeyFile = v.abs(r.CAFile), v.abs(r.CertFile), v.abs(r.KeyFile)
+		if k, msg := r.CheckCredentials(); k != "" {
+			return nil, v.fail(0, key+"."+k, "%s", msg)
+		}
+		r.CAFile, r.CertFile, r.KeyFile, r.PasswordFile = v.abs(r.CAFile), v.abs(r.CertFile), v.abs(r.KeyFile), v.abs(r.PasswordFile)
 		c.Registry[host] = r
 	}
 	defPlatforms, err := v.platforms(0, "defaults.platforms", f.Defaults.Platforms)

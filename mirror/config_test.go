@@ -104,6 +104,7 @@ func TestConfigErrors(t *testing.T) {
 		{"source is target", "[[sync]]\nfrom = 'docker.io/library/nginx'\nto = 'nginx'\n", 3, "sync.to", "the source as well"},
 		{"no entries", "[defaults]\njobs = 2\n", 0, "sync", "no [[sync]] entries"},
 		{"bad host", "[registry.\"a/b\"]\ninsecure = true\n" + two, 1, `registry."a/b"`, "host[:port]"},
+		{"username without password", "[registry.\"r.io\"]\nusername = 'u'\n" + two, 2, `registry."r.io".username`, "needs its password"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := load(t, tc.content)

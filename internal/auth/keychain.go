@@ -88,3 +88,34 @@ func authenticator(ac types.AuthConfig) authn.Authenticator {
 	}
 	return authn.FromConfig(toAuthn(ac))
 }
+
+// Configured is a keychain that asks Lookup first, for credentials set in
+// ferry's own configuration, and Next for every registry Lookup has none
+// for.
+type Configured struct {
+	// Lookup returns the username and password configured for a registry
+	// host, ok false when there are none, and an error when they are
+	// configured but cannot be read.
+	Lookup func(host string) (username, password string, ok bool, err error)
+	Next   authn.Keychain
+}
+
+// Resolve implements authn.Keychain.
+func (c Configured) Resolve(target authn.Resource) (authn.Authenticator, error) {
+	return c.ResolveContext(context.Background(), target)
+}
+
+// ResolveContext implements authn.ContextKeychain.
+func (c Configured) ResolveContext(ctx context.Context, target authn.Resource) (authn.Authenticator, error) {
+	user, password, ok, err := c.Lookup(target.RegistryStr())
+	if err != nil {
+		return nil, err
+	}
+	if ok {
+		return authn.FromConfig(authn.AuthConfig{Username: user, Password: password}), nil
+	}
+	if next, ok := c.Next.(authn.ContextKeychain); ok {
+		return next.ResolveContext(ctx, target)
+	}
+	return c.Next.Resolve(target)
+}

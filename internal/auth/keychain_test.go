@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -121,5 +122,52 @@ func TestStoreDefaultDirFollowsEnvironment(t *testing.T) {
 		if got := resolve(t, s, reg).Username; got != step.user {
 			t.Errorf("DOCKER_CONFIG=%q: user %q, want %q", step.env, got, step.user)
 		}
+	}
+}
+
+// TestConfigured: credentials from ferry's config come before the docker
+// config file's for the hosts they name, the file answers for the others,
+// and a configured password that cannot be read is an error, not a silent
+// anonymous pull.
+func TestConfigured(t *testing.T) {
+	dir := writeConfig(t, `{"auths": {
+		"registry.example.com": {"auth": "`+b64("bob:filepw")+`"},
+		"other.example.com": {"auth": "`+b64("carol:otherpw")+`"}
+	}}`)
+	k := Configured{
+		Lookup: func(host string) (string, string, bool, error) {
+			switch host {
+			case "registry.example.com":
+				return "ci", "configpw", true, nil
+			case "broken.example.com":
+				return "", "", false, errors.New("the password_file of [registry.\"broken.example.com\"]: no such file")
+			}
+			return "", "", false, nil
+		},
+		Next: NewStore(dir).Keychain(),
+	}
+	for target, want := range map[authn.Resource]authn.AuthConfig{
+		mustRepo(t, "registry.example.com/app"): {Username: "ci", Password: "configpw"},
+		mustRegistry(t, "other.example.com"):    {Username: "carol", Password: "otherpw"},
+		mustRegistry(t, "unknown.example.com"):  {},
+	} {
+		a, err := k.ResolveContext(context.Background(), target)
+		if err != nil {
+			t.Fatalf("Resolve(%s): %v", target, err)
+		}
+		var got authn.AuthConfig
+		if a != authn.Anonymous {
+			ac, err := authn.Authorization(context.Background(), a)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = *ac
+		}
+		if got != want {
+			t.Errorf("Resolve(%s) = %+v, want %+v", target, got, want)
+		}
+	}
+	if _, err := k.Resolve(mustRegistry(t, "broken.example.com")); err == nil || !strings.Contains(err.Error(), "broken.example.com") {
+		t.Errorf("a broken configured password: err = %v, want one naming the registry", err)
 	}
 }

@@ -1,22 +1,24 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"github.com/ferry-oci/ferry/internal/progress"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"io/fs"
 	"net/http"
 	"os"
 	"strings"
 	"sync"
 
+	"github.com/google/go-containerregistry/pkg/authn"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
 	"github.com/ferry-oci/ferry/internal/auth"
 	"github.com/ferry-oci/ferry/internal/config"
+	"github.com/ferry-oci/ferry/internal/progress"
 	"github.com/ferry-oci/ferry/internal/transfer"
 	"github.com/ferry-oci/ferry/internal/transport"
 )
@@ -137,10 +139,40 @@ func (g *globalOptions) transport(host string) (http.RoundTripper, error) {
 // authStore is the docker config file credentials live in.
 func (g *globalOptions) authStore() *auth.Store { return auth.NewStore("") }
 
+// keychain resolves credentials: a [registry."host"] table's username
+// and password first, then the docker config file.
+func (g *globalOptions) keychain() authn.Keychain {
+	return auth.Configured{Lookup: g.configuredCredentials, Next: g.authStore().Keychain()}
+}
+
+// configuredCredentials reads the username and password a
+// [registry."host"] table gives for host, if it gives them.
+func (g *globalOptions) configuredCredentials(host string) (user, password string, ok bool, err error) {
+	c := g.registryConfig(host)
+	if c.Username == "" {
+		return "", "", false, nil
+	}
+	table := fmt.Sprintf("[registry.%q]", host)
+	switch {
+	case c.PasswordFile != "":
+		b, err := os.ReadFile(c.PasswordFile)
+		if err != nil {
+			return "", "", false, fmt.Errorf("the password_file of %s: %w", table, err)
+		}
+		password = strings.TrimRight(string(b), "\r\n")
+	case c.PasswordEnv != "":
+		password = os.Getenv(c.PasswordEnv)
+	}
+	if password == "" {
+		return "", "", false, fmt.Errorf("%s: username %s has an empty password: set %s", table, c.Username, cmp.Or(c.PasswordEnv, "its password_file "+c.PasswordFile))
+	}
+	return c.Username, password, true, nil
+}
+
 // remote returns the registry client for this run.
 func (g *globalOptions) remote(manifestLimit int64) *transfer.Remote {
 	return &transfer.Remote{
-		Keychain:      g.authStore().Keychain(),
+		Keychain:      g.keychain(),
 		Transport:     g.transport,
 		ManifestLimit: manifestLimit,
 	}

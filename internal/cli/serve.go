@@ -61,8 +61,9 @@ under NAMESPACE/ (HOST/docker.io/library/nginx is library/nginx at the
 upstream). Tags are checked again with a HEAD request after
 --upstream-ttl; content by digest never. When the upstream cannot
 answer, cached content is served, with a Warning header on stale tags.
-Credentials for upstreams come from the docker config file (ferry
-login), TLS settings from the config file's [registry."HOST"] tables.
+Credentials for upstreams come from the config file's [registry."HOST"]
+tables (username, password_file or password_env) or the docker config
+file (ferry login); TLS settings from the same tables.
 'ferry serve node-config' prints the settings that point containerd,
 podman, CRI-O and docker at the cache.`,
 		Example: `  ferry serve                                   # ephemeral, on 127.0.0.1:5000

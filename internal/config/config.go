@@ -66,6 +66,10 @@ func Load(path string, required bool) (*File, error) {
 			return nil, &Error{File: path, Line: keyLine(mustRead(path), toml.Key{"registry", host}), Key: "registry." + host,
 				Msg: "a registry table is named by host[:port] only, e.g. [registry.\"registry.example.com:5000\"]"}
 		}
+		if key, msg := f.Registry[host].CheckCredentials(); key != "" {
+			k := toml.Key{"registry", host, key}
+			return nil, &Error{File: path, Line: keyLine(mustRead(path), k), Key: k.String(), Msg: msg}
+		}
 	}
 	return &f, nil
 }

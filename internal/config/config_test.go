@@ -51,6 +51,12 @@ func TestLoadErrorsNameFileLineAndKey(t *testing.T) {
 		{"[registri.\"a\"]\nx = 1\n", 1, "registri"},
 		{"[registry.\"a/b\"]\ninsecure = true\n", 1, `registry.a/b`},
 		{"[registry\n", 2, ""}, // the parser notices at the end of the line
+		// Credentials: a username needs exactly one password source.
+		{"[registry.\"a\"]\nusername = \"u\"\n", 2, `registry.a.username`},
+		{"[registry.\"a\"]\npassword_env = \"P\"\n", 2, `registry.a.password_env`},
+		{"[registry.\"a\"]\npassword_file = \"p\"\n", 2, `registry.a.password_file`},
+		{"[registry.\"a\"]\nusername = \"u\"\npassword_file = \"p\"\npassword_env = \"P\"\n", 4, `registry.a.password_env`},
+		{"[registry.\"a\"]\nusername = \"u\"\npassword = \"p\"\n", 3, `registry.a.password`},
 	} {
 		p := write(t, tc.content)
 		_, err := Load(p, true)

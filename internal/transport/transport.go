@@ -35,6 +35,30 @@ type RegistryConfig struct {
 	CAFile   string `toml:"ca_file"`   // extra CA bundle (PEM) trusted for this registry
 	CertFile string `toml:"cert_file"` // client certificate for mTLS
 	KeyFile  string `toml:"key_file"`  // private key of CertFile
+
+	// Username, with the password in the file PasswordFile or the
+	// environment variable PasswordEnv, is used for this registry before
+	// the docker config file. The password itself is never in the table.
+	Username     string `toml:"username"`
+	PasswordFile string `toml:"password_file"`
+	PasswordEnv  string `toml:"password_env"`
+}
+
+// CheckCredentials reports a table whose credential keys do not make one
+// credential: a username needs exactly one of password_file and
+// password_env, and they need a username. It returns the key at fault.
+func (c RegistryConfig) CheckCredentials() (key, msg string) {
+	switch {
+	case c.Username == "" && c.PasswordFile != "":
+		return "password_file", "a password needs a username: add username"
+	case c.Username == "" && c.PasswordEnv != "":
+		return "password_env", "a password needs a username: add username"
+	case c.Username != "" && c.PasswordFile != "" && c.PasswordEnv != "":
+		return "password_env", "give the password one way: password_file or password_env, not both"
+	case c.Username != "" && c.PasswordFile == "" && c.PasswordEnv == "":
+		return "username", "a username needs its password: add password_file (a file holding it) or password_env (a variable holding it)"
+	}
+	return "", ""
 }
 
 // Options configure the RoundTripper for one registry.
