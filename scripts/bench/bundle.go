@@ -107,7 +107,8 @@ func (e *env) bundleSuite(ctx context.Context) (*suiteReport, error) {
 				if t.Missing != "" || cr.Err != "" {
 					continue
 				}
-				label := strings.ReplaceAll(g.Name, " ", "")
+				// Repository names are lower case: "2 GiB" is "2gib".
+				label := strings.ToLower(strings.ReplaceAll(g.Name, " ", ""))
 				out := filepath.Join(dir, fmt.Sprintf("%s-%s-%d", n, label, i))
 				prefix := fmt.Sprintf("bundle/%s-%s-%d", n, label, i)
 				var create, imp [][]string
