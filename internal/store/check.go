@@ -5,7 +5,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"runtime"
 	"slices"
+	"sync"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -43,17 +45,14 @@ func (s *Store) Check(ctx context.Context) ([]Problem, error) {
 	return checkLayout(ctx, s, idx, blobs, problems)
 }
 
-// checkLayout hashes every blob of a layout and walks its graph.
+// checkLayout hashes every blob of a layout, on every core, and walks its
+// graph.
 func checkLayout(ctx context.Context, src blobSource, idx *ocispec.Index, blobs []blobInfo, problems []Problem) ([]Problem, error) {
-	for _, b := range blobs {
-		p, err := hashBlob(ctx, src, b)
-		if err != nil {
-			return nil, err
-		}
-		if p != nil {
-			problems = append(problems, *p)
-		}
+	found, err := hashBlobs(ctx, src, blobs)
+	if err != nil {
+		return nil, err
 	}
+	problems = append(problems, found...)
 	w := newWalker(src, true, func(p Problem) error {
 		problems = append(problems, p)
 		return nil
@@ -65,6 +64,48 @@ func checkLayout(ctx context.Context, src blobSource, idx *ocispec.Index, blobs 
 	slices.SortStableFunc(problems, func(a, b Problem) int {
 		return cmp.Or(cmp.Compare(a.Path, b.Path), cmp.Compare(a.Digest, b.Digest))
 	})
+	return problems, nil
+}
+
+// hashBlobs runs hashBlob on each of blobs, GOMAXPROCS at a time, and
+// returns the problems in the order of blobs; the error is the first
+// failure to read at all.
+func hashBlobs(ctx context.Context, src blobSource, blobs []blobInfo) ([]Problem, error) {
+	found := make([]*Problem, len(blobs))
+	errs := make([]error, len(blobs))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(blobs)) {
+		wg.Go(func() {
+			for i := range next {
+				found[i], errs[i] = hashBlob(ctx, src, blobs[i])
+			}
+		})
+	}
+feed:
+	for i := range blobs {
+		select {
+		case next <- i:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	var problems []Problem
+	for _, p := range found {
+		if p != nil {
+			problems = append(problems, *p)
+		}
+	}
 	return problems, nil
 }
 
