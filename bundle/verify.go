@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/opencontainers/go-digest"
@@ -174,21 +175,48 @@ func Verify(ctx context.Context, path string) (*Report, error) {
 func verifyLocated(ctx context.Context, loc *location) (*Report, *Bundle, error) {
 	rep := &Report{Bundle: loc.display(), Parts: []PartReport{}, Problems: []Problem{}}
 	sizesBad := checkPartSizes(loc, 0, rep)
-	missing, err := checkParts(ctx, loc, rep)
+	if slices.ContainsFunc(loc.parts, func(p Part) bool { return p.Size < 0 }) {
+		if _, err := checkParts(ctx, loc, rep); err != nil {
+			return nil, nil, err
+		}
+		return rep, nil, nil // the stream has a hole: nothing more to read
+	}
+	// The parts are hashed while the blobs are: two readers of the same
+	// bytes, on two cores. Their problems go before the others.
+	parts := &Report{Parts: []PartReport{}}
+	partsDone := make(chan error, 1)
+	go func() {
+		_, err := checkParts(ctx, loc, parts)
+		partsDone <- err
+	}()
+	pre := len(rep.Problems)
+	b, err := verifyContent(ctx, loc, rep, sizesBad)
+	if perr := <-partsDone; perr != nil {
+		if b != nil {
+			b.Close()
+		}
+		return nil, nil, perr
+	}
 	if err != nil {
 		return nil, nil, err
 	}
-	if missing {
-		return rep, nil, nil // the stream has a hole: nothing more to read
-	}
+	rep.Parts = parts.Parts
+	rep.Problems = append(append(append(make([]Problem, 0, len(rep.Problems)+len(parts.Problems)),
+		rep.Problems[:pre]...), parts.Problems...), rep.Problems[pre:]...)
+	return rep, b, nil
+}
+
+// verifyContent opens the bundle of whole parts at loc and checks its
+// entries, blobs, manifests and catalog into rep.
+func verifyContent(ctx context.Context, loc *location, rep *Report, sizesBad bool) (*Bundle, error) {
 	b, err := openLocated(loc)
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, nil, ctx.Err()
+			return nil, ctx.Err()
 		}
 		last := loc.parts[len(loc.parts)-1]
 		rep.add(Problem{Part: last.Name, Offset: -1, Message: err.Error()})
-		return rep, nil, nil
+		return nil, nil
 	}
 	rep.Size = b.Size()
 	cat := b.Catalog
@@ -209,7 +237,7 @@ func verifyLocated(ctx context.Context, loc *location) (*Report, *Bundle, error)
 	problems, err := b.Archive.Check(ctx)
 	if err != nil {
 		b.Close()
-		return nil, nil, err
+		return nil, err
 	}
 	for _, p := range problems {
 		if errors.Is(p.Err, store.ErrNotFound) && omitted[p.Digest] {
@@ -219,9 +247,9 @@ func verifyLocated(ctx context.Context, loc *location) (*Report, *Bundle, error)
 	}
 	if err := checkCatalog(ctx, b, rep); err != nil {
 		b.Close()
-		return nil, nil, err
+		return nil, err
 	}
-	return rep, b, nil
+	return b, nil
 }
 
 // checkParts hashes every part and compares it with the checksum file. It
