@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"io/fs"
 	"os"
@@ -16,6 +15,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/ferry-oci/ferry/internal/transfer"
 )
 
 // ChecksumsFile is the checksum file of a split bundle, in the directory
@@ -55,7 +56,7 @@ type writtenPart struct {
 	name string // final name, relative to dir
 	tmp  *os.File
 	size int64
-	h    hash.Hash
+	h    *transfer.BackgroundHash // the part's SHA-256, on another core
 	sum  string
 }
 
@@ -118,7 +119,7 @@ func (w *partWriter) roll() error {
 	if err != nil {
 		return fmt.Errorf("creating %s: %w", filepath.Join(w.dir, name), err)
 	}
-	w.cur = &writtenPart{name: name, tmp: f, h: sha256.New()}
+	w.cur = &writtenPart{name: name, tmp: f, h: transfer.NewBackgroundHash(sha256.New())}
 	w.parts = append(w.parts, w.cur)
 	return nil
 }
@@ -127,7 +128,7 @@ func (w *partWriter) finishPart(p *writtenPart) error {
 	if p.sum != "" {
 		return nil
 	}
-	p.sum = hex.EncodeToString(p.h.Sum(nil))
+	p.sum = hex.EncodeToString(p.h.Sum())
 	if err := p.tmp.Sync(); err != nil {
 		return fmt.Errorf("writing %s: %w", filepath.Join(w.dir, p.name), err)
 	}
@@ -265,6 +266,7 @@ func dropChecksumLines(path string, drop func(string) bool) error {
 // abort removes every file written.
 func (w *partWriter) abort() {
 	for _, p := range w.parts {
+		p.h.Stop()
 		p.tmp.Close()
 		os.Remove(p.tmp.Name())
 	}

@@ -290,6 +290,10 @@ var _ transfer.Target = (*imageTarget)(nil)
 
 func (v *imageTarget) String() string { return v.t.name }
 
+// WritesSerially marks a bundle as a transfer.SerialTarget: one tar
+// stream takes one blob at a time.
+func (v *imageTarget) WritesSerially() {}
+
 func (v *imageTarget) BlobExists(_ context.Context, desc ocispec.Descriptor) (bool, error) {
 	return v.t.blobExists(desc)
 }

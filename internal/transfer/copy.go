@@ -673,9 +673,14 @@ func (e *Engine) stream(ctx context.Context, src Source, dst Target, desc ocispe
 			send(BlobRetry, off, err)
 		})
 		body.prefetch()
-		counter := &progressReader{r: newVerifier(body, desc.Digest, desc.Size, what), report: func(n int64) { send(BlobProgress, n, nil) }}
+		v := newVerifier(body, desc.Digest, desc.Size, what)
+		if _, serial := dst.(SerialTarget); serial {
+			v = newStreamVerifier(body, desc.Digest, desc.Size, what)
+		}
+		counter := &progressReader{r: v, report: func(n int64) { send(BlobProgress, n, nil) }}
 		err := dst.WriteBlob(ctx, desc, counter)
 		body.Close()
+		counter.r.close()
 		if verr := counter.r.err; verr != nil {
 			// The target may have noticed too; ours names the source.
 			err = verr
