@@ -127,6 +127,28 @@ func (e *env) mirrorSuite(ctx context.Context) (*suiteReport, error) {
 		return nil, err
 	}
 	defer cp.Close()
+	// Each path: the source (always through the counting proxy) and the
+	// target, straight or through the delaying proxies.
+	type endpoints struct{ label, repoSuffix, src, dst string }
+	var paths []endpoints
+	for _, p := range e.o.paths {
+		switch p {
+		case "direct":
+			paths = append(paths, endpoints{"", "", cp.Host(), e.dst.Host()})
+		case "delayed":
+			sp, err := startProxy(cp.Host(), e.o.delay, e.o.window)
+			if err != nil {
+				return nil, err
+			}
+			defer sp.Close()
+			dp, err := startProxy(e.dst.Host(), e.o.delay, e.o.window)
+			if err != nil {
+				return nil, err
+			}
+			defer dp.Close()
+			paths = append(paths, endpoints{fmt.Sprintf(", %v RTT", 2*e.o.delay), "-rtt", sp.Host(), dp.Host()})
+		}
+	}
 	dir := filepath.Join(e.work, "mirror")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
@@ -144,75 +166,79 @@ func (e *env) mirrorSuite(ctx context.Context) (*suiteReport, error) {
 		},
 	}
 	names := []string{"ferry", "skopeo", "regsync"}
-	cases := []string{"first sync", "no-change rerun"}
 	rows := map[string]map[string]*row{}
 	tools := map[string]*tool{}
 	for _, n := range names {
 		tools[n] = e.tool(ctx, n)
 	}
-	for _, c := range cases {
-		rows[c] = map[string]*row{}
-		for _, n := range names {
-			rows[c][n] = rep.add(c, n, n == "ferry", tools[n].Missing)
+	for _, p := range paths {
+		for _, c := range []string{"first sync" + p.label, "no-change rerun" + p.label} {
+			rows[c] = map[string]*row{}
+			for _, n := range names {
+				rows[c][n] = rep.add(c, n, n == "ferry", tools[n].Missing)
+			}
 		}
 	}
 	counts := map[string]requestCounts{}
 	for i := 1; i <= e.o.n; i++ {
-		for _, n := range names {
-			t := tools[n]
-			if t.Missing != "" {
-				continue
-			}
-			prefix := fmt.Sprintf("mirror/%s-%d", n, i)
-			dstRepo := prefix + "/mirror"
-			from, to := cp.Host()+"/"+srcRepo, e.dst.Host()+"/"+dstRepo
-			var args []string
-			switch n {
-			case "ferry":
-				cfg := filepath.Join(dir, fmt.Sprintf("ferry-%d.toml", i))
-				if err := os.WriteFile(cfg, []byte(ferryMirrorConfig(from, to)), 0o644); err != nil {
-					return nil, err
-				}
-				args = []string{"mirror", "-c", cfg}
-			case "skopeo":
-				// skopeo sync puts the source's last name component under
-				// the destination: DST/PREFIX/mirror.
-				args = []string{"--insecure-policy", "sync", "--src", "docker", "--dest", "docker",
-					"--src-tls-verify=false", "--dest-tls-verify=false", from, e.dst.Host() + "/" + prefix}
-			case "regsync":
-				cfg := filepath.Join(dir, fmt.Sprintf("regsync-%d.yml", i))
-				if err := os.WriteFile(cfg, []byte(regsyncConfig([]string{cp.Host(), e.dst.Host()}, from, to)), 0o644); err != nil {
-					return nil, err
-				}
-				args = []string{"once", "-c", cfg}
-			}
-			for ci, c := range cases {
-				r := rows[c][n]
-				if r.Err != "" || (ci > 0 && rows[cases[0]][n].Err != "") {
+		for _, p := range paths {
+			cases := []string{"first sync" + p.label, "no-change rerun" + p.label}
+			for _, n := range names {
+				t := tools[n]
+				if t.Missing != "" {
 					continue
 				}
-				cp.Reset()
-				smp, err := t.measureArgs(ctx, args, e.logPath("mirror", c, n, i), e.o.timeout)
-				if err == nil {
-					err = checkTags(ctx, e.dst.Host(), dstRepo, digests)
+				prefix := fmt.Sprintf("mirror/%s-%d%s", n, i, p.repoSuffix)
+				dstRepo := prefix + "/mirror"
+				from, to := p.src+"/"+srcRepo, p.dst+"/"+dstRepo
+				var args []string
+				switch n {
+				case "ferry":
+					cfg := filepath.Join(dir, fmt.Sprintf("ferry-%d.toml", i))
+					if err := os.WriteFile(cfg, []byte(ferryMirrorConfig(from, to)), 0o644); err != nil {
+						return nil, err
+					}
+					args = []string{"mirror", "-c", cfg}
+				case "skopeo":
+					// skopeo sync puts the source's last name component under
+					// the destination: DST/PREFIX/mirror.
+					args = []string{"--insecure-policy", "sync", "--src", "docker", "--dest", "docker",
+						"--src-tls-verify=false", "--dest-tls-verify=false", from, p.dst + "/" + prefix}
+				case "regsync":
+					cfg := filepath.Join(dir, fmt.Sprintf("regsync-%d.yml", i))
+					if err := os.WriteFile(cfg, []byte(regsyncConfig([]string{p.src, p.dst}, from, to)), 0o644); err != nil {
+						return nil, err
+					}
+					args = []string{"once", "-c", cfg}
 				}
-				if ctx.Err() != nil {
-					return nil, ctx.Err()
+				for ci, c := range cases {
+					r := rows[c][n]
+					if r.Err != "" || (ci > 0 && rows[cases[0]][n].Err != "") {
+						continue
+					}
+					cp.Reset()
+					smp, err := t.measureArgs(ctx, args, e.logPath("mirror", c, n, i), e.o.timeout)
+					if err == nil {
+						err = checkTags(ctx, e.dst.Host(), dstRepo, digests)
+					}
+					if ctx.Err() != nil {
+						return nil, ctx.Err()
+					}
+					if err != nil {
+						r.fail(err)
+						e.logf("%s, %s %d/%d: failed: %v", c, n, i, e.o.n, err)
+						continue
+					}
+					r.Samples = append(r.Samples, smp)
+					e.timed(c+", "+n, i, smp)
+					if ci > 0 && p.label == "" {
+						counts[n] = cp.Counts()
+						e.logf("%s, %s: at the source: %s", c, n, counts[n])
+					}
 				}
-				if err != nil {
-					r.fail(err)
-					e.logf("%s, %s %d/%d: failed: %v", c, n, i, e.o.n, err)
-					continue
+				if err := e.dst.Drop(dstRepo); err != nil {
+					return nil, err
 				}
-				r.Samples = append(r.Samples, smp)
-				e.timed(c+", "+n, i, smp)
-				if ci > 0 {
-					counts[n] = cp.Counts()
-					e.logf("%s, %s: at the source: %s", c, n, counts[n])
-				}
-			}
-			if err := e.dst.Drop(dstRepo); err != nil {
-				return nil, err
 			}
 		}
 	}
@@ -221,19 +247,22 @@ func (e *env) mirrorSuite(ctx context.Context) (*suiteReport, error) {
 			rep.Facts = append(rep.Facts, fmt.Sprintf("%s, no-change rerun, requests at the source: %s", n, c))
 		}
 	}
-	f, s := rows[cases[0]]["ferry"], rows[cases[0]]["skopeo"]
-	rep.Targets = append(rep.Targets, compareTarget("first sync: ferry faster than skopeo", f, s,
-		func(f, p time.Duration) bool { return f < p }))
-	f, s = rows[cases[1]]["ferry"], rows[cases[1]]["skopeo"]
-	what := "no-change rerun: ferry under 1 s"
-	if f.ok() {
-		w := f.median().Wall
-		rep.Targets = append(rep.Targets, fmt.Sprintf("%s: %s (%s)", what, verdict(w < time.Second), formatSeconds(w)))
-	} else {
-		rep.Targets = append(rep.Targets, what+": pending (ferry "+whyNot(f)+")")
+	for _, p := range paths {
+		first, rerun := "first sync"+p.label, "no-change rerun"+p.label
+		f, s := rows[first]["ferry"], rows[first]["skopeo"]
+		rep.Targets = append(rep.Targets, compareTarget(first+": ferry faster than skopeo", f, s,
+			func(f, p time.Duration) bool { return f < p }))
+		f, s = rows[rerun]["ferry"], rows[rerun]["skopeo"]
+		what := rerun + ": ferry under 1 s"
+		if f.ok() {
+			w := f.median().Wall
+			rep.Targets = append(rep.Targets, fmt.Sprintf("%s: %s (%s)", what, verdict(w < time.Second), formatSeconds(w)))
+		} else {
+			rep.Targets = append(rep.Targets, what+": pending (ferry "+whyNot(f)+")")
+		}
+		rep.Targets = append(rep.Targets, compareTarget(rerun+": ferry under a fifth of skopeo's time", f, s,
+			func(f, p time.Duration) bool { return 5*f < p }))
 	}
-	rep.Targets = append(rep.Targets, compareTarget("no-change rerun: ferry under a fifth of skopeo's time", f, s,
-		func(f, p time.Duration) bool { return 5*f < p }))
 	return rep, nil
 }
 
