@@ -303,7 +303,9 @@ func (r *syncRun) plan(ctx context.Context) error {
 		}
 	}
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(r.m.jobs)
+	// Comparing is HEAD requests, small and not counted as pulls: twice
+	// as many at once as blobs, so that a rerun takes few round trips.
+	g.SetLimit(2 * r.m.jobs)
 	for _, it := range r.items {
 		g.Go(func() error {
 			r.classify(gctx, it)
