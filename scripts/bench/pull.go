@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -62,20 +61,7 @@ func (e *env) pulls(ctx context.Context, crane *tool, ref, dir, logPath string, 
 // checkLayout makes sure the OCI layout in dir holds at least want bytes
 // of blobs: the layers and configs, plus manifests.
 func checkLayout(dir string, want int64) error {
-	var got int64
-	err := filepath.WalkDir(filepath.Join(dir, "blobs"), func(_ string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.Type().IsRegular() {
-			fi, err := d.Info()
-			if err != nil {
-				return err
-			}
-			got += fi.Size()
-		}
-		return nil
-	})
+	got, err := dirBytes(filepath.Join(dir, "blobs"))
 	if err != nil {
 		return fmt.Errorf("checking the pulled layout: %w", err)
 	}

@@ -191,8 +191,17 @@ func (s *blobStore) commit(repo string, h v1.Hash, tmp string) error {
 
 // Bytes is the total size of the blobs repo holds.
 func (s *blobStore) Bytes(repo string) (int64, error) {
+	total, err := dirBytes(s.repoDir(repo))
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	return total, err
+}
+
+// dirBytes is the total size of the regular files under dir.
+func dirBytes(dir string) (int64, error) {
 	var total int64
-	err := filepath.WalkDir(s.repoDir(repo), func(_ string, d fs.DirEntry, err error) error {
+	err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -205,9 +214,6 @@ func (s *blobStore) Bytes(repo string) (int64, error) {
 		}
 		return nil
 	})
-	if errors.Is(err, fs.ErrNotExist) {
-		return 0, nil
-	}
 	return total, err
 }
 
