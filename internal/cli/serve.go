@@ -51,7 +51,8 @@ Once it accepts requests ferry prints one line on stdout:
   serving http://127.0.0.1:5000 (root DIR)
 Requests are logged to stderr, one line each, without credentials.
 SIGINT or SIGTERM stops it gracefully: new connections are refused,
-requests in flight get --shutdown-timeout to finish, and ferry exits 0.
+requests in flight get --shutdown-timeout to finish, and ferry exits 0;
+if some are still running then, they are cut off and ferry exits 1.
 
 With --upstream the registry is also a pull-through cache
 (docs/pull-through-cache.md): what clients pull and the root lacks is
