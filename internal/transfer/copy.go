@@ -673,11 +673,11 @@ func (e *Engine) stream(ctx context.Context, src Source, dst Target, desc ocispe
 			send(BlobRetry, off, err)
 		})
 		body.prefetch()
-		v := newVerifier(body, desc.Digest, desc.Size, what)
+		verify := newVerifier
 		if _, serial := dst.(SerialTarget); serial {
-			v = newStreamVerifier(body, desc.Digest, desc.Size, what)
+			verify = newStreamVerifier
 		}
-		counter := &progressReader{r: v, report: func(n int64) { send(BlobProgress, n, nil) }}
+		counter := &progressReader{r: verify(body, desc.Digest, desc.Size, what), report: func(n int64) { send(BlobProgress, n, nil) }}
 		err := dst.WriteBlob(ctx, desc, counter)
 		body.Close()
 		counter.r.close()
