@@ -63,9 +63,9 @@ func (e *env) copySuite(ctx context.Context, command string) (string, error) {
 	for _, s := range sources {
 		for _, path := range o.paths {
 			h := hosts[path]
-			rows := map[string]*result{}
+			rows := map[string]*row{}
 			for _, t := range tools {
-				r := &result{Case: s.Name, Path: path, Tool: t.Name, Missing: t.Missing}
+				r := &row{Case: s.Name, Path: path, Tool: t.Name, Missing: t.Missing}
 				rows[t.Name] = r
 				rep.results = append(rep.results, r)
 			}

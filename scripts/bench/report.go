@@ -15,22 +15,6 @@ import (
 	"time"
 )
 
-// result is one case × path × tool.
-type result struct {
-	Case, Path, Tool string
-	Missing          string // the tool could not run at all
-	Err              string // a run failed; the others are not counted
-	Samples          []sample
-}
-
-func (r *result) ok() bool { return r.Missing == "" && r.Err == "" && len(r.Samples) > 0 }
-
-// median is the median of each measure separately.
-func (r *result) median() sample { return medianSample(r.Samples) }
-
-// peakRSS is the highest peak of any run.
-func (r *result) peakRSS() int64 { return peakRSS(r.Samples) }
-
 // medianSample is the median of each measure separately.
 func medianSample(samples []sample) sample {
 	med := func(v []int64) int64 {
@@ -67,7 +51,7 @@ type report struct {
 	opts     options
 	tools    []*tool
 	sources  []source
-	results  []*result
+	results  []*row
 	machine  machine
 	command  string
 	rssFloor int64 // the lowest peak RSS a run can read as; 0 when unknown
@@ -80,7 +64,7 @@ func (rep *report) pathLabel(path string) string {
 	return path
 }
 
-func (rep *report) find(c, path, tool string) *result {
+func (rep *report) find(c, path, tool string) *row {
 	for _, r := range rep.results {
 		if r.Case == c && r.Path == path && r.Tool == tool {
 			return r
@@ -90,29 +74,13 @@ func (rep *report) find(c, path, tool string) *result {
 }
 
 // row is one table line, formatted; notes collects the failures it refers to.
-func (rep *report) row(r *result, notes *[]string) []string {
-	cells := []string{r.Case, rep.pathLabel(r.Path), r.Tool}
-	switch {
-	case r.Missing != "" && r.Tool == "ferry":
-		return append(cells, "pending ("+r.Missing+")", "", "", "")
-	case r.Missing != "":
-		return append(cells, r.Missing, "", "", "")
-	case r.Err != "":
-		*notes = append(*notes, fmt.Sprintf("%s, %s, %s: %s", r.Case, rep.pathLabel(r.Path), r.Tool, r.Err))
-		return append(cells, fmt.Sprintf("failed [%d]", len(*notes)), "", "", "")
-	case !r.ok():
-		return append(cells, "not run", "", "", "")
+func (rep *report) row(r *row, notes *[]string) []string {
+	var base *row
+	if r.Tool != "ferry" {
+		base = rep.find(r.Case, r.Path, "ferry")
 	}
-	m := r.median()
-	ratio := ""
-	if f := rep.find(r.Case, r.Path, "ferry"); r.Tool != "ferry" && f != nil && f.ok() {
-		ratio = fmt.Sprintf("%.2f×", m.Wall.Seconds()/f.median().Wall.Seconds())
-	}
-	rss := "?"
-	if m.MaxRSS > 0 {
-		rss = formatBytes(m.MaxRSS)
-	}
-	return append(cells, formatSeconds(m.Wall), formatSeconds(m.CPU), rss, ratio)
+	label := r.Case + ", " + rep.pathLabel(r.Path) + ", " + r.Tool
+	return append([]string{r.Case, rep.pathLabel(r.Path), r.Tool}, measureCells(r, base, label, notes)...)
 }
 
 var header = []string{"case", "path", "tool", "wall", "CPU", "max RSS", "peer/ferry"}
@@ -232,7 +200,7 @@ func (rep *report) markdown() string {
 // targets checks ferry against the goals in docs/benchmarks.md.
 func (rep *report) targets() []string {
 	var out []string
-	pending := func(f *result) string {
+	pending := func(f *row) string {
 		switch {
 		case f == nil:
 			return "pending (ferry not measured)"
@@ -252,7 +220,7 @@ func (rep *report) targets() []string {
 		for _, path := range rep.opts.paths {
 			what := fmt.Sprintf("%s, %s: no slower than the fastest peer: ", s.Name, rep.pathLabel(path))
 			f := rep.find(s.Name, path, "ferry")
-			var best *result
+			var best *row
 			for _, r := range rep.results {
 				if r.Case == s.Name && r.Path == path && r.Tool != "ferry" && r.ok() &&
 					(best == nil || r.median().Wall < best.median().Wall) {
@@ -289,7 +257,7 @@ func (rep *report) targets() []string {
 			what = "big: peak RSS under 64 MiB (the target is for the 512 MiB image; -quick copies 16 MiB): "
 		}
 		var peak int64
-		var f *result
+		var f *row
 		measured := false
 		for _, path := range rep.opts.paths {
 			f = rep.find("big", path, "ferry")

@@ -32,18 +32,50 @@ type suiteReport struct {
 
 // row is one case × tool of a suite.
 type row struct {
-	Case, Tool string
-	Base       bool   // the row the others of its case are compared with
-	Missing    string // the tool or server cannot run
-	Err        string // a run failed; the others are not counted
-	Samples    []sample
+	Case, Path, Tool string // Path: the copy suite's network path
+	Base             bool   // the row the others of its case are compared with
+	Missing          string // the tool or server cannot run
+	Err              string // a run failed; the others are not counted
+	Samples          []sample
 }
 
 func (r *row) ok() bool { return r.Missing == "" && r.Err == "" && len(r.Samples) > 0 }
 
+// median is the median of each measure separately.
 func (r *row) median() sample { return medianSample(r.Samples) }
 
+// peakRSS is the highest peak of any run.
 func (r *row) peakRSS() int64 { return peakRSS(r.Samples) }
+
+// measureCells are a row's wall, CPU, max RSS and ratio cells: its wall
+// time over base's (none without a base), or why it has no numbers. A
+// failure goes into notes, under label, and the cell points at it.
+func measureCells(r, base *row, label string, notes *[]string) []string {
+	switch {
+	case r.Missing != "" && strings.HasPrefix(r.Tool, "ferry"):
+		return []string{"pending (" + r.Missing + ")", "", "", ""}
+	case r.Missing != "":
+		return []string{r.Missing, "", "", ""}
+	case r.Err != "":
+		*notes = append(*notes, label+": "+r.Err)
+		return []string{fmt.Sprintf("failed [%d]", len(*notes)), "", "", ""}
+	case !r.ok():
+		return []string{"not run", "", "", ""}
+	}
+	m := r.median()
+	ratio := ""
+	if base != nil && base != r && base.ok() && base.median().Wall > 0 {
+		ratio = fmt.Sprintf("%.2f×", m.Wall.Seconds()/base.median().Wall.Seconds())
+	}
+	cpu, rss := "?", "?"
+	if m.CPU >= 0 {
+		cpu = formatSeconds(m.CPU)
+	}
+	if m.MaxRSS > 0 {
+		rss = formatBytes(m.MaxRSS)
+	}
+	return []string{formatSeconds(m.Wall), cpu, rss, ratio}
+}
 
 // fail records a run's failure; later runs of the row are skipped.
 func (r *row) fail(err error) {
@@ -70,31 +102,7 @@ func (rep *suiteReport) base(c string) *row {
 
 // cells formats a row; notes collects the failures it refers to.
 func (rep *suiteReport) cells(r *row, notes *[]string) []string {
-	cells := []string{r.Case, r.Tool}
-	switch {
-	case r.Missing != "" && strings.HasPrefix(r.Tool, "ferry"):
-		return append(cells, "pending ("+r.Missing+")", "", "", "")
-	case r.Missing != "":
-		return append(cells, r.Missing, "", "", "")
-	case r.Err != "":
-		*notes = append(*notes, fmt.Sprintf("%s, %s: %s", r.Case, r.Tool, r.Err))
-		return append(cells, fmt.Sprintf("failed [%d]", len(*notes)), "", "", "")
-	case !r.ok():
-		return append(cells, "not run", "", "", "")
-	}
-	m := r.median()
-	ratio := ""
-	if b := rep.base(r.Case); !r.Base && b != nil && b.ok() && b.median().Wall > 0 {
-		ratio = fmt.Sprintf("%.2f×", m.Wall.Seconds()/b.median().Wall.Seconds())
-	}
-	cpu, rss := "?", "?"
-	if m.CPU >= 0 {
-		cpu = formatSeconds(m.CPU)
-	}
-	if m.MaxRSS > 0 {
-		rss = formatBytes(m.MaxRSS)
-	}
-	return append(cells, formatSeconds(m.Wall), cpu, rss, ratio)
+	return append([]string{r.Case, r.Tool}, measureCells(r, rep.base(r.Case), r.Case+", "+r.Tool, notes)...)
 }
 
 func (rep *suiteReport) header() []string {
