@@ -233,7 +233,7 @@ var copyFaults = []faultCase{
 	{name: "blob always reset", rule: regtest.Rule{Method: "GET", Path: `/blobs/{layer}$`, Fault: regtest.ResetAfter(1 << 10)}, code: 1, msg: `copying blob {layer} from \S+/app to `, layouts: true},
 	{name: "blob altered", rule: regtest.Rule{Method: "GET", Path: `/blobs/{layer}$`, Fault: regtest.Alter(flipLastByte)}, code: 4, msg: `{layer}.*digest`, layouts: true},
 	{name: "manifest 500", rule: regtest.Rule{Path: `/manifests/v1$`, Fault: regtest.Status(http.StatusInternalServerError)}, code: 1, msg: `app:v1.*500`},
-	{name: "429 beyond the longest wait", rule: regtest.Rule{Path: `/manifests/v1$`, Fault: regtest.TooManyRequests(time.Hour)}, code: 1, msg: `app:v1.*429.*asks to wait 1h0m0s.*rerun after that`},
+	{name: "429 beyond the longest wait", rule: regtest.Rule{Path: `/manifests/v1$`, Fault: regtest.TooManyRequests(time.Hour)}, code: 1, msg: `app:v1.*429.*rerun in 1h0m0s, as the registry asks`},
 
 	{dst: true, name: "429 Retry-After date on upload", rule: regtest.Rule{Method: "POST", Path: `/blobs/uploads/$`, Query: `digest={config}`, Times: 1, Fault: regtest.TooManyRequestsUntil(time.Second)}, gap: time.Second},
 	{dst: true, name: "500 on an upload's commit", rule: regtest.Rule{Method: "PUT", Path: `/blobs/uploads/`, Times: 1, Fault: regtest.Status(http.StatusInternalServerError)}, layouts: true},

@@ -384,11 +384,11 @@ func (e *HTTPError) Error() string {
 		}
 		return fmt.Sprintf("%s: access denied (%s); check your credentials with: ferry login %s", e.What, detail, host)
 	case http.StatusTooManyRequests:
-		wait := "a while"
+		when := "later"
 		if e.RetryAfter > 0 {
-			wait = e.RetryAfter.Round(time.Second).String()
+			when = "in " + e.RetryAfter.Round(time.Second).String() + ", as the registry asks"
 		}
-		return fmt.Sprintf("%s: rate limited (%s); the registry asks to wait %s, longer than ferry waits by itself: rerun after that, or log in, as anonymous clients get lower limits", e.What, detail, wait)
+		return fmt.Sprintf("%s: rate limited (%s) after ferry's own retries; rerun %s, or log in, as anonymous clients get lower limits", e.What, detail, when)
 	}
 	return fmt.Sprintf("%s: %s", e.What, detail)
 }
