@@ -201,8 +201,10 @@ func verifyLocated(ctx context.Context, loc *location) (*Report, *Bundle, error)
 		return nil, nil, err
 	}
 	rep.Parts = parts.Parts
-	rep.Problems = append(append(append(make([]Problem, 0, len(rep.Problems)+len(parts.Problems)),
-		rep.Problems[:pre]...), parts.Problems...), rep.Problems[pre:]...)
+	problems := make([]Problem, 0, len(rep.Problems)+len(parts.Problems)) // [] in JSON when empty
+	problems = append(problems, rep.Problems[:pre]...)
+	problems = append(problems, parts.Problems...)
+	rep.Problems = append(problems, rep.Problems[pre:]...)
 	return rep, b, nil
 }
 
