@@ -1,7 +1,6 @@
 package bundle
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -89,10 +88,11 @@ type createItem struct {
 
 // Create writes a bundle of the images reqs name. It resolves every
 // reference first (a typo fails before anything is written), then copies
-// the images through one copy engine into a tar stream: blobs as they
-// arrive (each once, verified), manifests once their content is in,
-// index.json and ferry-bundle.json last. Memory does not grow with the
-// size of the images, and nothing is staged on disk. On any error every
+// the images through one copy engine into a tar stream: blobs (each once,
+// verified) several at once, each into the place it took in the tar when
+// its fetch started; manifests once their content is in; index.json and
+// ferry-bundle.json last. Memory does not grow with the size of the
+// images, and nothing is staged on disk. On any error every
 // file written is removed and the error is returned: a bundle is complete
 // or absent.
 func Create(ctx context.Context, reqs []Request, opts CreateOptions) (res *CreateResult, err error) {
@@ -131,8 +131,7 @@ func Create(ctx context.Context, reqs []Request, opts CreateOptions) (res *Creat
 	}()
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	bw := bufio.NewWriterSize(pw, copyBuf)
-	t := newTarTarget("bundle "+opts.Output, bw, since)
+	t := newTarTarget("bundle "+opts.Output, pw, since)
 	t.onBreak = cancel
 
 	layout, _ := json.Marshal(ocispec.ImageLayout{Version: ocispec.ImageLayoutVersion})
@@ -219,17 +218,14 @@ func Create(ctx context.Context, reqs []Request, opts CreateOptions) (res *Creat
 	if err := t.writeFile(CatalogFile, append(catData, '\n')); err != nil {
 		return nil, err
 	}
-	if err := t.close(); err != nil {
+	size, err := t.close()
+	if err != nil {
 		return nil, err
-	}
-	if err := bw.Flush(); err != nil {
-		return nil, fmt.Errorf("writing bundle %s: %w", opts.Output, err)
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, context.Cause(ctx)
 	}
-	size := pw.total
-	files, err := pw.commit()
+	files, err := pw.commit(size)
 	if err != nil {
 		return nil, err
 	}
@@ -246,18 +242,6 @@ func cmpOr(n, def int) int {
 		return n
 	}
 	return def
-}
-
-// writeDirs writes directory entries.
-func (t *tarTarget) writeDirs(names ...string) error {
-	t.writeMu.Lock()
-	defer t.writeMu.Unlock()
-	for _, n := range names {
-		if err := t.dir(n); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // planCreate parses the references, opens each repository once and

@@ -38,7 +38,7 @@ var fixedNow = func() time.Time { return time.Date(2025, 1, 2, 3, 4, 5, 0, time.
 type source struct {
 	host                          string
 	app, multi, signed, sig, sbom string // digests
-	big                           string // an image with layers over smallBlob
+	big                           string // an image with layers of several MiB
 }
 
 func newSource(t *testing.T) *source {
@@ -53,8 +53,8 @@ func newSource(t *testing.T) *source {
 	return s
 }
 
-// withBig adds big:v1, an image with two layers over smallBlob, which
-// stream into the tar rather than through memory.
+// withBig adds big:v1, an image with two layers of 3 MiB: each streams
+// into the tar through several copy buffers.
 func (s *source) withBig(t *testing.T) *source {
 	t.Helper()
 	s.big = regtest.PushRandom(t, s.host+"/big:v1", 2, 3<<20, "", "")

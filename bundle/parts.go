@@ -3,7 +3,6 @@ package bundle
 import (
 	"bufio"
 	"bytes"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -15,8 +14,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-
-	"github.com/ferry-oci/ferry/internal/transfer"
 )
 
 // ChecksumsFile is the checksum file of a split bundle, in the directory
@@ -38,140 +35,6 @@ func partName(base string, i int) string {
 
 // partSuffix matches the number a part name ends with.
 var partSuffix = regexp.MustCompile(`\.([0-9]{3,})$`)
-
-// partWriter writes a stream into one file, or into parts of exactly
-// split bytes each but the last, hashing each part as it goes. Files are
-// written under temporary names and get their final names in commit; abort
-// removes them. It is not safe for concurrent use.
-type partWriter struct {
-	dir, base string
-	split     int64 // 0: one file
-
-	parts []*writtenPart
-	cur   *writtenPart
-	total int64
-}
-
-type writtenPart struct {
-	name string // final name, relative to dir
-	tmp  *os.File
-	size int64
-	h    *transfer.BackgroundHash // the part's SHA-256, on another core
-	sum  string
-}
-
-func newPartWriter(path string, split int64) (*partWriter, error) {
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	if base == "" || base == "." || base == ".." {
-		return nil, fmt.Errorf("bundle file %q: give a file name", path)
-	}
-	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
-		return nil, fmt.Errorf("bundle file %s is a directory: give a file name, such as %s", path, filepath.Join(path, "images.tar"))
-	}
-	if fi, err := os.Stat(dir); err != nil {
-		return nil, fmt.Errorf("bundle file %s: %w", path, err)
-	} else if !fi.IsDir() {
-		return nil, fmt.Errorf("bundle file %s: %s is not a directory", path, dir)
-	}
-	return &partWriter{dir: filepath.Clean(dir), base: base, split: split}, nil
-}
-
-func (w *partWriter) Write(p []byte) (int, error) {
-	written := 0
-	for len(p) > 0 {
-		if w.cur == nil || (w.split > 0 && w.cur.size == w.split) {
-			if err := w.roll(); err != nil {
-				return written, err
-			}
-		}
-		chunk := p
-		if w.split > 0 && int64(len(chunk)) > w.split-w.cur.size {
-			chunk = chunk[:w.split-w.cur.size]
-		}
-		n, err := w.cur.tmp.Write(chunk)
-		w.cur.h.Write(chunk[:n])
-		w.cur.size += int64(n)
-		w.total += int64(n)
-		written += n
-		if err != nil {
-			return written, fmt.Errorf("writing %s: %w", filepath.Join(w.dir, w.cur.name), err)
-		}
-		p = p[n:]
-	}
-	return written, nil
-}
-
-// roll finishes the current part and starts the next.
-func (w *partWriter) roll() error {
-	if w.cur != nil {
-		if err := w.finishPart(w.cur); err != nil {
-			return err
-		}
-	}
-	name := w.base
-	if w.split > 0 {
-		name = partName(w.base, len(w.parts))
-	}
-	f, err := os.CreateTemp(w.dir, "."+name+".partial-*")
-	if err != nil {
-		return fmt.Errorf("creating %s: %w", filepath.Join(w.dir, name), err)
-	}
-	w.cur = &writtenPart{name: name, tmp: f, h: transfer.NewBackgroundHash(sha256.New())}
-	w.parts = append(w.parts, w.cur)
-	return nil
-}
-
-func (w *partWriter) finishPart(p *writtenPart) error {
-	if p.sum != "" {
-		return nil
-	}
-	p.sum = hex.EncodeToString(p.h.Sum())
-	if err := p.tmp.Sync(); err != nil {
-		return fmt.Errorf("writing %s: %w", filepath.Join(w.dir, p.name), err)
-	}
-	if err := p.tmp.Close(); err != nil {
-		return fmt.Errorf("writing %s: %w", filepath.Join(w.dir, p.name), err)
-	}
-	return nil
-}
-
-// commit gives every part its final name, removes parts of an earlier
-// bundle of the same name beyond the new last one, and writes the checksum
-// file. It returns the paths written, parts first.
-func (w *partWriter) commit() ([]string, error) {
-	if w.cur == nil {
-		if err := w.roll(); err != nil { // an empty stream is still a file
-			return nil, err
-		}
-	}
-	for _, p := range w.parts {
-		if err := w.finishPart(p); err != nil {
-			return nil, err
-		}
-		if err := os.Chmod(p.tmp.Name(), 0o644); err != nil {
-			return nil, err
-		}
-	}
-	var paths, sums []string
-	for _, p := range w.parts {
-		final := filepath.Join(w.dir, p.name)
-		if err := os.Rename(p.tmp.Name(), final); err != nil {
-			return nil, fmt.Errorf("writing %s: %w", final, err)
-		}
-		paths = append(paths, final)
-		sums = append(sums, p.sum)
-	}
-	w.parts, w.cur = nil, nil
-	file, err := w.writeChecksums(paths, sums)
-	if err != nil {
-		return nil, err
-	}
-	syncDir(w.dir)
-	return append(paths, file), nil
-}
 
 // writeChecksums writes FILE.sha256, or adds the parts to SHA256SUMS in
 // place of the lines of any earlier bundle named like this one (other
@@ -261,16 +124,6 @@ func dropChecksumLines(path string, drop func(string) bool) error {
 		return nil
 	}
 	return writeFileAtomic(path, []byte(strings.Join(kept, "")))
-}
-
-// abort removes every file written.
-func (w *partWriter) abort() {
-	for _, p := range w.parts {
-		p.h.Stop()
-		p.tmp.Close()
-		os.Remove(p.tmp.Name())
-	}
-	w.parts, w.cur = nil, nil
 }
 
 // writeFileAtomic writes data to a temporary file beside path, syncs it

@@ -9,35 +9,53 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 )
 
-// The part writer cuts at exact byte boundaries whatever the sizes of the
-// writes, hashes each part, and writes nothing at a final name until
-// commit; abort leaves nothing.
+// The part writer cuts at exact byte boundaries whatever the order and
+// sizes of the writes, hashes each part, writes nothing at a final name
+// until commit, refuses to commit a stream with a gap, and abort leaves
+// nothing.
 func TestPartWriter(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	data := make([]byte, 10_000)
 	for i := range data {
 		data[i] = byte(rng.IntN(256))
 	}
+	type span struct{ start, end int }
 	for _, split := range []int64{7, 999, 1000, 4096, 10_000, 20_000} {
 		dir := t.TempDir()
 		w, err := newPartWriter(filepath.Join(dir, "x.tar"), split)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for rest := data; len(rest) > 0; {
-			n := min(len(rest), 1+rng.IntN(3000))
-			if _, err := w.Write(rest[:n]); err != nil {
-				t.Fatal(err)
-			}
-			rest = rest[n:]
+		// Cut the stream into pieces and write them in a random order,
+		// from several goroutines, as entries of a bundle arrive.
+		var spans []span
+		for off := 0; off < len(data); {
+			n := min(len(data)-off, 1+rng.IntN(3000))
+			spans = append(spans, span{off, off + n})
+			off += n
 		}
+		rng.Shuffle(len(spans), func(i, j int) { spans[i], spans[j] = spans[j], spans[i] })
+		var wg sync.WaitGroup
+		for i := range 3 {
+			wg.Go(func() {
+				for k := i; k < len(spans); k += 3 {
+					s := spans[k]
+					if _, err := w.WriteAt(data[s.start:s.end], int64(s.start)); err != nil {
+						t.Error(err)
+					}
+					w.Done(int64(s.start), int64(s.end))
+				}
+			})
+		}
+		wg.Wait()
 		if ents, _ := os.ReadDir(dir); len(ents) == 0 || !strings.HasPrefix(ents[0].Name(), ".x.tar") {
 			t.Fatalf("split %d: before commit: %v", split, ents)
 		}
-		files, err := w.commit()
+		files, err := w.commit(int64(len(data)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -67,9 +85,15 @@ func TestPartWriter(t *testing.T) {
 		}
 	}
 
+	// A range written but never done is a gap: nothing is committed.
 	dir := t.TempDir()
 	w, _ := newPartWriter(filepath.Join(dir, "x.tar"), 10)
-	w.Write(data[:100])
+	w.WriteAt(data[:100], 0)
+	w.Done(0, 40)
+	w.Done(60, 100)
+	if _, err := w.commit(100); err == nil || !strings.Contains(err.Error(), "40 of 100 bytes") {
+		t.Errorf("commit with a gap: %v", err)
+	}
 	w.abort()
 	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
 		t.Errorf("abort left %v", ents)

@@ -2,6 +2,7 @@ package bundle
 
 import (
 	"archive/tar"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -15,46 +16,55 @@ import (
 	"github.com/ferry-oci/ferry/internal/transfer"
 )
 
-// smallBlob is the largest blob read into memory by the engine's job
-// before the tar is locked; larger ones stream straight into the tar
-// while it is locked. Jobs × smallBlob bounds the memory create uses for
-// content.
-const smallBlob = 1 << 20
-
-// copyBuf is the buffer a large blob streams through.
+// copyBuf is the buffer a blob streams through into the bundle.
 const copyBuf = 256 << 10
+
+// hashWindow is how far past the done part of the stream a blob may start.
+// Blobs complete in about the order they start, and the parts are hashed
+// as the done part grows: the window bounds what is left to hash when the
+// last blob is in, and the blobs streamed at once when they are large.
+const hashWindow = 256 << 20
 
 // tarTarget writes blobs and manifests into one tar stream: the copy
 // engine's target for bundle create, seen through an imageTarget per
-// image. Writes are serialized; a write that fails after its header went
-// out leaves the tar unusable, and every later write fails.
+// image. Each entry gets its place in the stream when it starts (its
+// header and the room for its content), so that many blobs stream in at
+// once, each into its own place, as they arrive. A blob whose copy fails
+// keeps its place, and the engine's next attempt writes it again there;
+// an entry that never completes leaves a gap, and the bundle is not
+// committed.
 type tarTarget struct {
 	name  string
 	since *sinceSet
-
-	writeMu sync.Mutex // held while an entry is written
-	tw      *tar.Writer
-	buf     []byte
-	dirs    map[string]bool
-	// small holds smallBlob buffers, reused so that reading many small
-	// blobs makes no garbage: memory stays at Jobs buffers.
-	small sync.Pool
+	out   *partWriter
+	bufs  sync.Pool // copyBuf buffers: at most Jobs are in use
 
 	mu      sync.Mutex
 	broken  error
+	next    int64 // where the next entry starts
+	dirs    map[string]bool
+	slots   map[digest.Digest]*slot // blobs placed but not yet written
 	written map[digest.Digest]bool
 	blobs   []Blob
 	omitted map[digest.Digest]Blob
 	onBreak func(error)
 }
 
-func newTarTarget(name string, w io.Writer, since *sinceSet) *tarTarget {
+// slot is an entry's place in the stream: its header at start, its
+// content at body, and its padding up to end. A blob's slot is held by
+// one writer at a time: busy is closed when that writer returns.
+type slot struct {
+	start, body, end int64
+	busy             chan struct{}
+}
+
+func newTarTarget(name string, out *partWriter, since *sinceSet) *tarTarget {
 	return &tarTarget{
 		name:    name,
 		since:   since,
-		tw:      tar.NewWriter(w),
-		buf:     make([]byte, copyBuf),
+		out:     out,
 		dirs:    map[string]bool{},
+		slots:   map[digest.Digest]*slot{},
 		written: map[digest.Digest]bool{},
 		omitted: map[digest.Digest]Blob{},
 	}
@@ -73,13 +83,17 @@ func header(name string, typ byte, size int64) *tar.Header {
 // fail records that the tar is broken.
 func (t *tarTarget) fail(err error) error {
 	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.failLocked(err)
+}
+
+func (t *tarTarget) failLocked(err error) error {
 	if t.broken == nil {
 		t.broken = err
 		if t.onBreak != nil {
 			t.onBreak(err)
 		}
 	}
-	t.mu.Unlock()
 	return err
 }
 
@@ -89,45 +103,92 @@ func (t *tarTarget) brokenErr() error {
 	return t.broken
 }
 
+// place gives an entry of size bytes its place at the end of the stream
+// and writes its header there; t.mu is held.
+func (t *tarTarget) place(name string, typ byte, size int64) (*slot, error) {
+	if t.broken != nil {
+		return nil, t.broken
+	}
+	var hdr bytes.Buffer
+	if err := tar.NewWriter(&hdr).WriteHeader(header(name, typ, size)); err != nil {
+		return nil, t.failLocked(fmt.Errorf("writing %s into %s: %w", name, t.name, err))
+	}
+	s := &slot{start: t.next, body: t.next + int64(hdr.Len())}
+	s.end = s.body + size + padding(size)
+	if _, err := t.out.WriteAt(hdr.Bytes(), s.start); err != nil {
+		return nil, t.failLocked(fmt.Errorf("writing %s into %s: %w", name, t.name, err))
+	}
+	t.next = s.end
+	return s, nil
+}
+
+// padding is what follows size bytes of content to the next tar block.
+func padding(size int64) int64 {
+	return -size & (blockSize - 1)
+}
+
+const blockSize = 512
+
+// zeros pads entries.
+var zeros [2 * blockSize]byte
+
 // writeFile writes a small file (oci-layout, index.json, the catalog).
 func (t *tarTarget) writeFile(name string, data []byte) error {
-	t.writeMu.Lock()
-	defer t.writeMu.Unlock()
-	if err := t.brokenErr(); err != nil {
+	t.mu.Lock()
+	s, err := t.place(name, tar.TypeReg, int64(len(data)))
+	t.mu.Unlock()
+	if err != nil {
 		return err
 	}
-	if err := t.tw.WriteHeader(header(name, tar.TypeReg, int64(len(data)))); err != nil {
+	if _, err := t.out.WriteAt(data, s.body); err != nil {
 		return t.fail(fmt.Errorf("writing %s into %s: %w", name, t.name, err))
 	}
-	if _, err := t.tw.Write(data); err != nil {
+	if _, err := t.out.WriteAt(zeros[:padding(int64(len(data)))], s.body+int64(len(data))); err != nil {
 		return t.fail(fmt.Errorf("writing %s into %s: %w", name, t.name, err))
 	}
+	t.out.Done(s.start, s.end)
 	return nil
 }
 
-// dir writes a directory entry once; writeMu is held.
+// dir writes a directory entry once; t.mu is held.
 func (t *tarTarget) dir(name string) error {
 	if t.dirs[name] {
 		return nil
 	}
-	if err := t.tw.WriteHeader(header(name, tar.TypeDir, 0)); err != nil {
-		return t.fail(fmt.Errorf("writing %s into %s: %w", name, t.name, err))
+	s, err := t.place(name, tar.TypeDir, 0)
+	if err != nil {
+		return err
 	}
 	t.dirs[name] = true
+	t.out.Done(s.start, s.end)
 	return nil
 }
 
-// close ends the tar stream.
-func (t *tarTarget) close() error {
-	t.writeMu.Lock()
-	defer t.writeMu.Unlock()
-	if err := t.brokenErr(); err != nil {
-		return err
-	}
-	if err := t.tw.Close(); err != nil {
-		return t.fail(fmt.Errorf("finishing %s: %w", t.name, err))
+// writeDirs writes directory entries.
+func (t *tarTarget) writeDirs(names ...string) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, n := range names {
+		if err := t.dir(n); err != nil {
+			return err
+		}
 	}
 	return nil
+}
+
+// close ends the tar stream with its two zero blocks and returns its size.
+func (t *tarTarget) close() (int64, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.broken != nil {
+		return 0, t.broken
+	}
+	if _, err := t.out.WriteAt(zeros[:], t.next); err != nil {
+		return 0, t.failLocked(fmt.Errorf("finishing %s: %w", t.name, err))
+	}
+	t.out.Done(t.next, t.next+int64(len(zeros)))
+	t.next += int64(len(zeros))
+	return t.next, nil
 }
 
 // has reports whether d is in the tar.
@@ -157,77 +218,127 @@ func (t *tarTarget) blobExists(desc ocispec.Descriptor) (bool, error) {
 	return false, nil
 }
 
+// claim returns desc's slot for the caller to write, placing it first when
+// it has none; nil when the blob is written already. A slot another writer
+// holds is waited for.
+func (t *tarTarget) claim(ctx context.Context, desc ocispec.Descriptor) (*slot, error) {
+	for {
+		t.mu.Lock()
+		if t.broken != nil {
+			t.mu.Unlock()
+			return nil, t.broken
+		}
+		if t.written[desc.Digest] {
+			t.mu.Unlock()
+			return nil, nil // written meanwhile, maybe under another name (a manifest)
+		}
+		s := t.slots[desc.Digest]
+		if s == nil && t.next > hashWindow {
+			// Too far ahead of what is done: wait, so that the part
+			// hasher keeps up instead of hashing everything at the end.
+			if ahead := t.next - hashWindow; !t.out.prefixAt(ahead) {
+				t.mu.Unlock()
+				if err := t.out.waitPrefix(ctx, ahead); err != nil {
+					return nil, err
+				}
+				continue
+			}
+		}
+		if s == nil {
+			alg := desc.Digest.Algorithm().String()
+			if err := t.dir("blobs/" + alg + "/"); err != nil {
+				t.mu.Unlock()
+				return nil, err
+			}
+			var err error
+			if s, err = t.place("blobs/"+alg+"/"+desc.Digest.Encoded(), tar.TypeReg, desc.Size); err != nil {
+				t.mu.Unlock()
+				return nil, err
+			}
+			t.slots[desc.Digest] = s
+		}
+		busy := s.busy
+		if busy == nil {
+			s.busy = make(chan struct{})
+			t.mu.Unlock()
+			return s, nil
+		}
+		t.mu.Unlock()
+		select {
+		case <-busy:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// release ends the caller's hold on s; ok records the blob as written.
+func (t *tarTarget) release(s *slot, desc ocispec.Descriptor, ok bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	close(s.busy)
+	s.busy = nil
+	if ok {
+		delete(t.slots, desc.Digest)
+		t.written[desc.Digest] = true
+		t.blobs = append(t.blobs, Blob{Digest: desc.Digest, Size: desc.Size, MediaType: desc.MediaType})
+		t.out.Done(s.start, s.end)
+	}
+}
+
 // writeBlob writes a blob of desc.Size bytes read from r, which the engine
-// verifies as it is read: small blobs are read whole before the tar is
-// locked (a bad one leaves the tar as it was, and the engine may retry),
-// large ones are streamed into it under the lock.
-func (t *tarTarget) writeBlob(ctx context.Context, desc ocispec.Descriptor, r io.Reader) error {
+// verifies as it is read, into the blob's place in the stream. The place
+// counts as written only once r has ended with every byte verified; when
+// a read fails, the engine may try again, into the same place. A failed
+// write to the bundle's files breaks the tar.
+func (t *tarTarget) writeBlob(ctx context.Context, desc ocispec.Descriptor, r io.Reader) (err error) {
 	if desc.Size < 0 {
 		return fmt.Errorf("blob %s: negative size %d", desc.Digest, desc.Size)
 	}
-	var data []byte
-	if desc.Size <= smallBlob {
-		bp, _ := t.small.Get().(*[]byte)
-		if bp == nil {
-			b := make([]byte, smallBlob)
-			bp = &b
-		}
-		defer t.small.Put(bp)
-		data = (*bp)[:desc.Size]
-		if _, err := io.ReadFull(r, data); err != nil {
-			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-				err = fmt.Errorf("%w: blob %s: shorter than its %d bytes", transfer.ErrSizeMismatch, desc.Digest, desc.Size)
+	s, err := t.claim(ctx, desc)
+	if s == nil || err != nil {
+		return err
+	}
+	defer func() { t.release(s, desc, err == nil) }()
+	bp, _ := t.bufs.Get().(*[]byte)
+	if bp == nil {
+		b := make([]byte, copyBuf)
+		bp = &b
+	}
+	defer t.bufs.Put(bp)
+	buf := *bp
+	r = ctxReader{ctx, r}
+	for n := int64(0); n < desc.Size; {
+		k, rerr := io.ReadFull(r, buf[:min(int64(len(buf)), desc.Size-n)])
+		if k > 0 {
+			if _, err := t.out.WriteAt(buf[:k], s.body+n); err != nil {
+				return t.fail(fmt.Errorf("writing blob %s into %s: %w", desc.Digest, t.name, err))
 			}
-			return err
+			n += int64(k)
 		}
-		// Read to the end: the engine's verifier reports a wrong digest
-		// or extra bytes there.
-		var one [1]byte
-		if n, err := r.Read(one[:]); n > 0 {
-			return fmt.Errorf("%w: blob %s: longer than its %d bytes", transfer.ErrSizeMismatch, desc.Digest, desc.Size)
-		} else if err != io.EOF {
-			if err == nil {
-				err = fmt.Errorf("%w: blob %s: the stream did not end after %d bytes", transfer.ErrSizeMismatch, desc.Digest, desc.Size)
-			}
-			return err
+		if errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF) {
+			return fmt.Errorf("%w: blob %s: shorter than its %d bytes: the stream ended after %d", transfer.ErrSizeMismatch, desc.Digest, desc.Size, n)
+		}
+		if rerr != nil {
+			return rerr
 		}
 	}
-	if err := ctx.Err(); err != nil {
+	// Read to the end: the engine's verifier reports a wrong digest or
+	// extra bytes there.
+	var one [1]byte
+	if n, err := r.Read(one[:]); n > 0 {
+		return fmt.Errorf("%w: blob %s: longer than its %d bytes", transfer.ErrSizeMismatch, desc.Digest, desc.Size)
+	} else if err != io.EOF {
+		if err == nil {
+			err = fmt.Errorf("%w: blob %s: the stream did not end after %d bytes", transfer.ErrSizeMismatch, desc.Digest, desc.Size)
+		}
 		return err
 	}
-	t.writeMu.Lock()
-	defer t.writeMu.Unlock()
-	if err := t.brokenErr(); err != nil {
-		return err
-	}
-	if t.has(desc.Digest) {
-		return nil // written meanwhile under another name (a manifest)
-	}
-	if err := t.dir("blobs/" + desc.Digest.Algorithm().String() + "/"); err != nil {
-		return err
-	}
-	entry := "blobs/" + desc.Digest.Algorithm().String() + "/" + desc.Digest.Encoded()
-	if err := t.tw.WriteHeader(header(entry, tar.TypeReg, desc.Size)); err != nil {
-		return t.fail(fmt.Errorf("writing blob %s into %s: %w", desc.Digest, t.name, err))
-	}
-	if desc.Size <= smallBlob {
-		if _, err := t.tw.Write(data); err != nil {
+	if pad := padding(desc.Size); pad > 0 {
+		if _, err := t.out.WriteAt(zeros[:pad], s.body+desc.Size); err != nil {
 			return t.fail(fmt.Errorf("writing blob %s into %s: %w", desc.Digest, t.name, err))
 		}
-	} else {
-		n, err := io.CopyBuffer(t.tw, ctxReader{ctx, r}, t.buf)
-		if err == nil && n != desc.Size {
-			err = fmt.Errorf("%w: blob %s: %d bytes, expected %d", transfer.ErrSizeMismatch, desc.Digest, n, desc.Size)
-		}
-		if err != nil {
-			// Half an entry is in the tar: it cannot be taken back.
-			return t.fail(fmt.Errorf("writing blob %s into %s failed after %d of %d bytes, so the bundle cannot be finished: %w", desc.Digest, t.name, n, desc.Size, err))
-		}
 	}
-	t.mu.Lock()
-	t.written[desc.Digest] = true
-	t.blobs = append(t.blobs, Blob{Digest: desc.Digest, Size: desc.Size, MediaType: desc.MediaType})
-	t.mu.Unlock()
 	return nil
 }
 
@@ -289,10 +400,6 @@ type imageTarget struct {
 var _ transfer.Target = (*imageTarget)(nil)
 
 func (v *imageTarget) String() string { return v.t.name }
-
-// WritesSerially marks a bundle as a transfer.SerialTarget: one tar
-// stream takes one blob at a time.
-func (v *imageTarget) WritesSerially() {}
 
 func (v *imageTarget) BlobExists(_ context.Context, desc ocispec.Descriptor) (bool, error) {
 	return v.t.blobExists(desc)

@@ -511,6 +511,9 @@ func TestBundleCreateFaults(t *testing.T) {
 	for _, c := range []commandFault{
 		{name: "resets", rules: []regtest.Rule{{Method: "GET", Path: `/blobs/`, Times: 3, Fault: regtest.ResetAfter(32 << 10)}}},
 		{name: "503 burst", rules: []regtest.Rule{{Path: `/manifests/`, Times: 3, Fault: regtest.Status(http.StatusServiceUnavailable)}}},
+		// The second attempt rewrites the blob in the place the first
+		// took in the tar.
+		{name: "blob altered once", rules: []regtest.Rule{{Method: "GET", Path: `^/v2/img1/blobs/`, Times: 1, Fault: regtest.Alter(flipLastByte)}}},
 		{name: "blob altered", rules: []regtest.Rule{{Method: "GET", Path: `^/v2/img1/blobs/`, Fault: regtest.Alter(flipLastByte)}}, code: 4, msg: `img1.*digest mismatch`},
 		{name: "blob always truncated", rules: []regtest.Rule{{Method: "GET", Path: `^/v2/img1/blobs/`, Fault: regtest.Truncate(1 << 10)}}, code: 4, msg: `img1.*shorter than`},
 	} {

@@ -673,14 +673,9 @@ func (e *Engine) stream(ctx context.Context, src Source, dst Target, desc ocispe
 			send(BlobRetry, off, err)
 		})
 		body.prefetch()
-		verify := newVerifier
-		if _, serial := dst.(SerialTarget); serial {
-			verify = newStreamVerifier
-		}
-		counter := &progressReader{r: verify(body, desc.Digest, desc.Size, what), report: func(n int64) { send(BlobProgress, n, nil) }}
+		counter := &progressReader{r: newVerifier(body, desc.Digest, desc.Size, what), report: func(n int64) { send(BlobProgress, n, nil) }}
 		err := dst.WriteBlob(ctx, desc, counter)
 		body.Close()
-		counter.r.close()
 		if verr := counter.r.err; verr != nil {
 			// The target may have noticed too; ours names the source.
 			err = verr

@@ -34,7 +34,6 @@ type verifier struct {
 	want     digest.Digest
 	size     int64 // -1: unknown
 	h        hash.Hash
-	bg       *BackgroundHash // instead of h, for streams: see newStreamVerifier
 	n        int64
 	what     string
 	finished bool
@@ -46,30 +45,13 @@ func newVerifier(r io.Reader, want digest.Digest, size int64, what string) *veri
 	return &verifier{r: r, want: want, size: size, h: want.Algorithm().Hash(), what: what}
 }
 
-// newStreamVerifier is newVerifier hashing on another goroutine, for a
-// SerialTarget. Its caller calls close.
-func newStreamVerifier(r io.Reader, want digest.Digest, size int64, what string) *verifier {
-	return &verifier{r: r, want: want, size: size, bg: NewBackgroundHash(want.Algorithm().Hash()), what: what}
-}
-
-// close ends the background hashing of a stream verifier.
-func (v *verifier) close() {
-	if v.bg != nil {
-		v.bg.Stop()
-	}
-}
-
 func (v *verifier) Read(p []byte) (int, error) {
 	if v.size >= 0 && v.n+int64(len(p)) > v.size+1 {
 		// Never read more than one byte past the declared size.
 		p = p[:v.size+1-v.n]
 	}
 	n, err := v.r.Read(p)
-	if v.bg != nil {
-		v.bg.Write(p[:n])
-	} else {
-		v.h.Write(p[:n])
-	}
+	v.h.Write(p[:n])
 	v.n += int64(n)
 	if v.size >= 0 && v.n > v.size {
 		v.err = fmt.Errorf("%w: %s: more than the declared %d bytes", ErrSizeMismatch, v.what, v.size)
@@ -80,13 +62,7 @@ func (v *verifier) Read(p []byte) (int, error) {
 			v.err = fmt.Errorf("%w: %s: got %d bytes, expected %d", ErrSizeMismatch, v.what, v.n, v.size)
 			return n, v.err
 		}
-		var got digest.Digest
-		if v.bg != nil {
-			got = digest.NewDigestFromBytes(v.want.Algorithm(), v.bg.Sum())
-		} else {
-			got = digest.NewDigest(v.want.Algorithm(), v.h)
-		}
-		if got != v.want {
+		if got := digest.NewDigest(v.want.Algorithm(), v.h); got != v.want {
 			v.err = fmt.Errorf("%w: %s: content hashes to %s", ErrDigestMismatch, v.what, got)
 			return n, v.err
 		}

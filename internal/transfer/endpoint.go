@@ -225,15 +225,6 @@ type Target interface {
 	TagDigest(ctx context.Context, tag string) (digest.Digest, error)
 }
 
-// SerialTarget is a Target that writes one blob at a time, such as a
-// bundle's tar stream. The engine then hashes the blobs it streams there
-// on another goroutine, so that verifying and writing use two cores;
-// targets that take many blobs at once use every core without it.
-type SerialTarget interface {
-	Target
-	WritesSerially()
-}
-
 // Mounter is a Target that can take a blob from another repository of the
 // same registry without moving its bytes.
 type Mounter interface {
