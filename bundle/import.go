@@ -511,7 +511,7 @@ func (imp *importer) run(ctx context.Context) []ImportedImage {
 	g.SetLimit(cmpOr(imp.opts.Images, DefaultImages))
 	for i, it := range imp.items {
 		g.Go(func() error {
-			src := &repoSource{l: imp.layout, a: imp.b.Archive, repo: it.image.Repository, omitted: imp.omitted}
+			src := &repoSource{l: imp.layout, a: imp.b.Archive, repo: it.image.Repository, omitted: imp.omitted, verified: true}
 			req := transfer.Request{Source: string(it.image.Digest), Tag: it.image.Tag}
 			if it.image.Tag != "" {
 				req.Source = it.image.Tag
@@ -666,6 +666,8 @@ func (t *layoutTarget) WriteBlob(ctx context.Context, desc ocispec.Descriptor, r
 	return err
 }
 
+func (t *layoutTarget) ChecksDigests() {}
+
 func (t *layoutTarget) ManifestExists(ctx context.Context, desc ocispec.Descriptor) (bool, error) {
 	return t.l.ManifestExists(ctx, desc)
 }
@@ -693,9 +695,21 @@ type repoSource struct {
 	a       store.Reader
 	repo    string
 	omitted map[digest.Digest]Blob
+	// verified: Import checked every blob of the bundle just before.
+	verified bool
 }
 
 func (s *repoSource) String() string { return s.repo }
+
+var (
+	_ transfer.VerifiedSource       = (*repoSource)(nil)
+	_ transfer.DigestCheckingTarget = (*registryTarget)(nil)
+	_ transfer.DigestCheckingTarget = (*layoutTarget)(nil)
+)
+
+// BlobsVerified marks the bundle of an import as a transfer.VerifiedSource:
+// its blobs are not hashed a second time on their way to the target.
+func (s *repoSource) BlobsVerified() bool { return s.verified }
 
 // resolve turns a tag into the digest index.json names REPOSITORY:TAG
 // with (the layout endpoint would take a name with a colon for a digest).

@@ -660,6 +660,10 @@ const blobAttempts = 3
 // starting the upload over (with a fresh body) after it fails.
 func (e *Engine) stream(ctx context.Context, src Source, dst Target, desc ocispec.Descriptor, send func(EventKind, int64, error)) (int64, error) {
 	what := "blob " + string(desc.Digest) + " from " + src.String() + " to " + dst.String()
+	skipHash := false
+	if vs, ok := src.(VerifiedSource); ok && vs.BlobsVerified() {
+		_, skipHash = dst.(DigestCheckingTarget)
+	}
 	var lastErr error
 	mismatches := 0
 	for attempt := 1; attempt <= blobAttempts; attempt++ {
@@ -673,7 +677,11 @@ func (e *Engine) stream(ctx context.Context, src Source, dst Target, desc ocispe
 			send(BlobRetry, off, err)
 		})
 		body.prefetch()
-		counter := &progressReader{r: newVerifier(body, desc.Digest, desc.Size, what), report: func(n int64) { send(BlobProgress, n, nil) }}
+		v := newVerifier(body, desc.Digest, desc.Size, what)
+		if skipHash {
+			v.h = nil
+		}
+		counter := &progressReader{r: v, report: func(n int64) { send(BlobProgress, n, nil) }}
 		err := dst.WriteBlob(ctx, desc, counter)
 		body.Close()
 		if verr := counter.r.err; verr != nil {

@@ -20,6 +20,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/ferry-oci/ferry/internal/store"
 )
 
 // blobGets counts GET requests for blobs, by digest, and passes them on.
@@ -433,5 +435,53 @@ func TestCopyCancel(t *testing.T) {
 	}
 	if manifestDigest(t, dst+"/app:v1") != "" {
 		t.Error("the target has a manifest after a cancelled copy")
+	}
+}
+
+// vouching is a source that says its blobs were verified, although the
+// registry behind it corrupts them.
+type vouching struct{ *Repository }
+
+func (vouching) BlobsVerified() bool { return true }
+
+// plainTarget hides what its target checks: only the Target methods.
+type plainTarget struct{ Target }
+
+// A source that vouches for its blobs is not hashed again on its way to a
+// target that checks digests itself; if it vouched wrongly, that target
+// still refuses the blobs, and a target that does not check gets the
+// engine's check as always. No manifest lands in any of them.
+func TestVerifiedSourceStillChecked(t *testing.T) {
+	src := testRegistry(t, corruptBlobs)
+	pushImage(t, src+"/app:v1")
+	ctx := context.Background()
+	var _ VerifiedSource = vouching{}
+
+	dst := testRegistry(t, nil)
+	_, err := Copy(ctx, vouching{openRepo(t, src+"/app")}, openRepo(t, dst+"/app"), Request{Source: "v1", Tag: "v1"}, Options{Jobs: 1})
+	if err == nil || !strings.Contains(err.Error(), "sha256:") {
+		t.Errorf("into a registry: err = %v, want the registry's refusal naming the blob", err)
+	}
+	if manifestDigest(t, dst+"/app:v1") != "" {
+		t.Error("the registry has a manifest for content it should have refused")
+	}
+
+	s, err := store.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	layout := NewLayout("oci:test", s, 0)
+	_, err = Copy(ctx, vouching{openRepo(t, src+"/app")}, layout, Request{Source: "v1", Tag: "v1"}, Options{Jobs: 1})
+	if !errors.Is(err, store.ErrDigestMismatch) {
+		t.Errorf("into a layout: err = %v, want the store's digest mismatch", err)
+	}
+
+	other := testRegistry(t, nil)
+	_, err = Copy(ctx, vouching{openRepo(t, src+"/app")}, plainTarget{openRepo(t, other+"/app")}, Request{Source: "v1", Tag: "v1"}, Options{Jobs: 1})
+	if !errors.Is(err, ErrDigestMismatch) {
+		t.Errorf("into a target that does not check: err = %v, want the engine's digest mismatch", err)
+	}
+	if manifestDigest(t, other+"/app:v1") != "" {
+		t.Error("a target that does not check has a manifest for corrupt content")
 	}
 }

@@ -205,6 +205,23 @@ type Source interface {
 	Referrers(ctx context.Context, subject ocispec.Descriptor, limit int) ([]ocispec.Descriptor, error)
 }
 
+// VerifiedSource is a Source whose blobs were checked against their
+// digests just before the copy: a bundle that its import has verified.
+// Into a DigestCheckingTarget the engine streams its blobs without hashing
+// them a second time: it checks their sizes, and the target their digests.
+type VerifiedSource interface {
+	Source
+	BlobsVerified() bool
+}
+
+// DigestCheckingTarget is a Target that checks each blob's digest itself
+// before it keeps the blob: a registry as it takes an upload, an OCI
+// layout as it writes one.
+type DigestCheckingTarget interface {
+	Target
+	ChecksDigests()
+}
+
 // Target is an endpoint content is copied to.
 type Target interface {
 	// String names the endpoint for messages.

@@ -187,6 +187,11 @@ func (r *Repository) exists(ctx context.Context, kind string, d digest.Digest) (
 	return false, responseError(resp, "checking "+strings.TrimSuffix(kind, "s")+" "+r.Name.Name()+"@"+string(d))
 }
 
+// ChecksDigests marks a Repository as a DigestCheckingTarget: a registry
+// checks the digest of every upload (the distribution spec's
+// DIGEST_INVALID).
+func (r *Repository) ChecksDigests() {}
+
 // WriteBlob uploads a blob in two requests: POST opens a session, and one
 // PUT streams the body and commits it. A body that fails mid-stream aborts
 // the PUT, so the registry never commits it.
