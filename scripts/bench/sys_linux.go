@@ -28,3 +28,7 @@ func maxRSS(ps *os.ProcessState) (int64, bool) {
 	}
 	return ru.Maxrss * 1024, true // KiB on Linux
 }
+
+// settle writes every dirty page to disk, so that a measured run does not
+// pay for what the runs before it wrote.
+func settle() { syscall.Sync() }
