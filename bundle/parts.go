@@ -408,6 +408,19 @@ func (m *multiReaderAt) ReadAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
+// FileAt tells which part holds the n bytes at off (store.FileAt), so
+// that a server sends them from the part with sendfile.
+func (m *multiReaderAt) FileAt(off, n int64) (*os.File, int64, bool) {
+	if off < 0 || n < 0 || off >= m.size {
+		return nil, 0, false
+	}
+	i := sort.Search(len(m.offs), func(i int) bool { return m.offs[i] > off }) - 1
+	if i < 0 || i >= len(m.files) || off+n > m.offs[i]+m.sizes[i] {
+		return nil, 0, false
+	}
+	return m.files[i], off - m.offs[i], true
+}
+
 func (m *multiReaderAt) Close() error {
 	var errs []error
 	for _, f := range m.files {

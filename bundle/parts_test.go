@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -134,6 +135,19 @@ func TestMultiReaderAt(t *testing.T) {
 		}
 		if (n < len(buf)) != (err == io.EOF) {
 			t.Fatalf("ReadAt(%d, %d): n %d, err %v", len(buf), off, n, err)
+		}
+		// FileAt finds the part holding a range, unless it crosses parts.
+		f, at, ok := m.FileAt(int64(off), int64(len(buf)))
+		i := sort.Search(len(m.offs), func(i int) bool { return m.offs[i] > int64(off) }) - 1
+		within := off < len(data) && i >= 0 && int64(off+len(buf)) <= m.offs[i]+m.sizes[i]
+		if ok != within {
+			t.Fatalf("FileAt(%d, %d): ok %v, want %v", off, len(buf), ok, within)
+		}
+		if ok {
+			got := make([]byte, len(buf))
+			if _, err := f.ReadAt(got, at); err != nil && len(buf) > 0 || !bytes.Equal(got, data[off:off+len(buf)]) {
+				t.Fatalf("FileAt(%d, %d) = %s at %d: wrong bytes", off, len(buf), f.Name(), at)
+			}
 		}
 	}
 }

@@ -2,6 +2,7 @@ package bundle
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -19,8 +20,15 @@ import (
 // refuses writes.
 func TestServeReader(t *testing.T) {
 	src := newSource(t)
-	path, res := create(t, t.TempDir(), "b.tar", src.refs("team/app:v1", "multi:v1", "signed:v1", "team/app@"+src.app), func(o *CreateOptions) { o.Split = 1 << 10 })
-	if len(res.Files) < 3 {
+	// Blobs are sent from the file that holds them, or read across parts.
+	for _, split := range []int64{1 << 10, 0} {
+		t.Run(fmt.Sprintf("split %d", split), func(t *testing.T) { testServeReader(t, src, split) })
+	}
+}
+
+func testServeReader(t *testing.T, src *source, split int64) {
+	path, res := create(t, t.TempDir(), "b.tar", src.refs("team/app:v1", "multi:v1", "signed:v1", "team/app@"+src.app), func(o *CreateOptions) { o.Split = split })
+	if split > 0 && len(res.Files) < 3 {
 		t.Fatalf("%d parts", len(res.Files))
 	}
 	b, err := Open(path)

@@ -96,6 +96,14 @@ func serveContent(w http.ResponseWriter, r *http.Request, rc io.ReadSeeker, size
 			return internalError(fmt.Errorf("seeking in blob %s: %w", d, err))
 		}
 	}
+	if fb, ok := rc.(store.FileBacked); ok {
+		// A blob inside a file (an archive, a bundle's part) goes out with
+		// sendfile too, as one in the layout does.
+		if f, ok := fb.File(); ok {
+			defer f.Close()
+			rc = f
+		}
+	}
 	w.WriteHeader(status)
 	// Errors past this point cannot change the response: the client sees a
 	// short body, which its length and digest checks catch.

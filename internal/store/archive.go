@@ -321,6 +321,69 @@ type sectionReader struct{ *io.SectionReader }
 
 func (sectionReader) Close() error { return nil }
 
+// FileBacked is a blob reader whose content lies in a file that a server
+// can send with sendfile(2) instead of copying it through memory: a blob
+// of an archive, or of a bundle's part.
+type FileBacked interface {
+	// File opens the file that holds what the reader has left to read,
+	// positioned there, for the caller to read on its own and close;
+	// false when no single file holds it (a blob across two parts).
+	File() (*os.File, bool)
+}
+
+// FileAt is an io.ReaderAt made of files (a bundle's parts) that tells
+// which of them holds the n bytes at off, and where they start in it.
+type FileAt interface {
+	FileAt(off, n int64) (f *os.File, fileOff int64, ok bool)
+}
+
+var _ FileBacked = sectionReader{}
+
+// File implements FileBacked for archives read from files.
+func (s sectionReader) File() (*os.File, bool) {
+	outer, base, n := s.Outer()
+	pos, err := s.Seek(0, io.SeekCurrent)
+	if err != nil || pos >= n {
+		return nil, false
+	}
+	var f *os.File
+	var off int64
+	switch r := outer.(type) {
+	case *os.File:
+		f, off = r, base+pos
+	case FileAt:
+		var ok bool
+		if f, off, ok = r.FileAt(base+pos, n-pos); !ok {
+			return nil, false
+		}
+	default:
+		return nil, false
+	}
+	return reopen(f, off)
+}
+
+// reopen opens f's file again, with an offset of its own, at off. It
+// refuses a path that names another file now than the one f has open.
+func reopen(f *os.File, off int64) (*os.File, bool) {
+	was, err := f.Stat()
+	if err != nil {
+		return nil, false
+	}
+	g, err := os.Open(f.Name())
+	if err != nil {
+		return nil, false
+	}
+	if is, err := g.Stat(); err != nil || !os.SameFile(was, is) {
+		g.Close()
+		return nil, false
+	}
+	if _, err := g.Seek(off, io.SeekStart); err != nil {
+		g.Close()
+		return nil, false
+	}
+	return g, true
+}
+
 // Index returns a copy of the archive's index.json.
 func (a *Archive) Index(ctx context.Context) (*ocispec.Index, error) {
 	if err := ctx.Err(); err != nil {

@@ -100,6 +100,27 @@ func TestArchiveRoundTrip(t *testing.T) {
 	if _, ok := rc.(io.ReaderAt); !ok {
 		t.Error("archive blob reader is not an io.ReaderAt")
 	}
+	// A server may take the rest of the blob as a file of its own, to
+	// send it with sendfile: it reads what the reader has left.
+	if _, err := rc.Seek(size-4, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	file, ok := rc.(FileBacked).File()
+	if !ok {
+		t.Fatal("a blob of an archive file is not FileBacked")
+	}
+	rest, _ := io.ReadAll(io.LimitReader(file, 4))
+	file.Close()
+	if !bytes.Equal(rest, tail) {
+		t.Errorf("File() read %x, want %x", rest, tail)
+	}
+	if _, err := rc.Seek(0, io.SeekEnd); err != nil {
+		t.Fatal(err)
+	}
+	if file, ok := rc.(FileBacked).File(); ok {
+		file.Close()
+		t.Error("File() at the end of the blob gave a file")
+	}
 	if problems, err := a.Check(ctx); err != nil || len(problems) != 0 {
 		t.Errorf("Check = %v, %v", problems, err)
 	}
