@@ -66,8 +66,16 @@ func (e *env) cacheSuite(ctx context.Context) (*suiteReport, error) {
 		return nil, err
 	}
 	defer cp.Close()
+	// The upstream far away, as it is in use: a delaying proxy in front
+	// of the counting one, for direct pulls and for the cache's fetches.
+	far, err := startProxy(cp.Host(), e.o.delay, e.o.window)
+	if err != nil {
+		return nil, err
+	}
+	defer far.Close()
 
 	pullCase, burstCase := "pull "+img.Name, fmt.Sprintf("%d × pull %s", clients, burst.Name)
+	farCase := fmt.Sprintf("pull %s, upstream %v RTT away", img.Name, 2*e.o.delay)
 	rep := &suiteReport{
 		Name: "cache", Tools: []string{"ferry", "crane", "docker-registry"}, Title: "ferry serve --upstream, a pull-through cache, with crane as the client",
 		CPU: "server CPU", RSS: "server max RSS", Ratio: "÷ direct",
@@ -76,6 +84,7 @@ func (e *env) cacheSuite(ctx context.Context) (*suiteReport, error) {
 			fmt.Sprintf("%s: %s, %s; %s: %s, %s", img.Name, img.Describe(), formatBytes(img.Bytes), burst.Name, burst.Describe(), formatBytes(burst.Bytes)),
 			"direct: `crane pull --format oci` from the upstream; first pull: from `ferry serve --root EMPTY --upstream http://UPSTREAM`; " +
 				"cached pull: the same again; serve --root: from `ferry serve --root` of the root the cache filled",
+			fmt.Sprintf("%s: the same two pulls with the upstream behind a proxy that adds %v of round trip (the cache is near crane, the upstream far from both)", farCase, 2*e.o.delay),
 			fmt.Sprintf("%s: %d cranes at once, from the upstream, then from a cache that lacks the image", burstCase, clients),
 			"wall: crane's; CPU and max RSS: the server's (the upstream's for direct), from /proc",
 		},
@@ -88,6 +97,8 @@ func (e *env) cacheSuite(ctx context.Context) (*suiteReport, error) {
 	first := rep.add(pullCase, "ferry cache, first pull", false, missing)
 	cached := rep.add(pullCase, "ferry cache, cached pull", false, missing)
 	plain := rep.add(pullCase, "ferry serve --root", false, missing)
+	directFar := rep.add(farCase, "direct", true, crane.Missing)
+	firstFar := rep.add(farCase, "ferry cache, first pull", false, missing)
 	burstDirect := rep.add(burstCase, "direct", true, crane.Missing)
 	burstCache := rep.add(burstCase, "ferry cache, first pulls", false, missing)
 	var once []string // problems with one fetch per blob
@@ -106,10 +117,10 @@ func (e *env) cacheSuite(ctx context.Context) (*suiteReport, error) {
 		smp, err := e.pull(ctx, crane, host+"/"+s.Repo+":v1", filepath.Join(dir, "pull"), e.logPath("cache", label, i), s.Bytes)
 		return smp.Wall, err
 	}
-	startCache := func(root string, upstream bool, label string, i int) (*server, error) {
+	startCache := func(root, upstream, label string, i int) (*server, error) {
 		args := []string{"--root", root}
-		if upstream {
-			args = append(args, "--upstream", "http://"+cp.Host())
+		if upstream != "" {
+			args = append(args, "--upstream", "http://"+upstream)
 		}
 		return startFerryServe(ctx, ferry.Path, args, e.logPath("cache-serve", label, i))
 	}
@@ -122,7 +133,7 @@ func (e *env) cacheSuite(ctx context.Context) (*suiteReport, error) {
 			continue
 		}
 		root := filepath.Join(dir, fmt.Sprintf("root-%d", i))
-		if srv, err := startCache(root, true, "cache", i); err != nil {
+		if srv, err := startCache(root, cp.Host(), "cache", i); err != nil {
 			first.fail(err)
 		} else {
 			cp.Reset()
@@ -137,7 +148,7 @@ func (e *env) cacheSuite(ctx context.Context) (*suiteReport, error) {
 			}
 			srv.Stop()
 		}
-		if srv, err := startCache(root, false, "plain", i); err != nil {
+		if srv, err := startCache(root, "", "plain", i); err != nil {
 			plain.fail(err)
 		} else {
 			e.step(plain, srv, i, func() (time.Duration, error) { return pull(srv.Host, img, "plain", i) })
@@ -145,8 +156,18 @@ func (e *env) cacheSuite(ctx context.Context) (*suiteReport, error) {
 		}
 		os.RemoveAll(root)
 
+		e.step(directFar, up, i, func() (time.Duration, error) { return pull(far.Host(), img, "direct-far", i) })
+		root = filepath.Join(dir, fmt.Sprintf("far-%d", i))
+		if srv, err := startCache(root, far.Host(), "far", i); err != nil {
+			firstFar.fail(err)
+		} else {
+			e.step(firstFar, srv, i, func() (time.Duration, error) { return pull(srv.Host, img, "first-far", i) })
+			srv.Stop()
+		}
+		os.RemoveAll(root)
+
 		root = filepath.Join(dir, fmt.Sprintf("burst-%d", i))
-		if srv, err := startCache(root, true, "burst", i); err != nil {
+		if srv, err := startCache(root, cp.Host(), "burst", i); err != nil {
 			burstCache.fail(err)
 		} else {
 			cp.Reset()
@@ -171,6 +192,8 @@ func (e *env) cacheSuite(ctx context.Context) (*suiteReport, error) {
 	}
 	rep.Targets = append(rep.Targets,
 		compareTarget("first pull through the cache at most 1.2× the direct pull", first, direct,
+			func(f, p time.Duration) bool { return f*5 <= p*6 }),
+		compareTarget(fmt.Sprintf("the same, upstream %v RTT away", 2*e.o.delay), firstFar, directFar,
 			func(f, p time.Duration) bool { return f*5 <= p*6 }),
 		compareTarget("cached pull no slower than ferry serve --root", cached, plain, noSlower))
 	what := "exactly one upstream transfer per blob (first pulls and 20 clients at once)"
