@@ -211,13 +211,10 @@ func (m *run) openSource(ctx context.Context, s string) (transfer.Source, error)
 // openTarget opens to for writing, or, in a dry run, for reading only:
 // a registry with pull access, a layout that does not exist yet as an
 // empty one.
-func (m *run) openTarget(ctx context.Context, to string, src transfer.Source) (transfer.Target, error) {
-	ref, err := m.reference(to)
-	if err != nil {
-		return nil, err
-	}
+func (m *run) openTarget(ctx context.Context, ref, from transfer.Reference) (transfer.Target, error) {
+	to := ref.Original
 	if !m.opts.DryRun {
-		dst, _, err := m.opts.Remote.OpenTarget(ctx, ref, src)
+		dst, _, err := m.opts.Remote.OpenTarget(ctx, ref, from)
 		return dst, err // oci: layouts need no finishing; oci-archive: is refused by Load
 	}
 	if ref.Kind == transfer.KindRegistry {
@@ -271,23 +268,37 @@ func (r *syncRun) targetRef(tag string) string { return r.dst.String() + ":" + t
 // of this shard whether to copy it, with the fewest requests that can
 // tell (docs/mirror-config.md lists them).
 func (r *syncRun) plan(ctx context.Context) error {
-	var err error
-	if r.src, err = r.m.openSource(ctx, r.s.From); err != nil {
+	from, err := r.m.reference(r.s.From)
+	if err != nil {
 		return err
 	}
-	// The target (its handshake names the source, to mount from it) and
-	// both tag listings at once.
-	var srcErr error
+	to, err := r.m.reference(r.s.To)
+	if err != nil {
+		return err
+	}
+	// The source and its tags, and the target and its tags, at once: each
+	// opening may take a few round trips (ping, token), and a registry
+	// target needs only the source's name (to mount from it). A layout is
+	// created when opened for writing, so it waits for the source.
+	var srcErr, dstErr error
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
+		if r.src, srcErr = r.m.openSource(ctx, r.s.From); srcErr != nil {
+			return
+		}
 		if r.srcTags, srcErr = r.src.Tags(ctx, transfer.TagOptions{}); srcErr != nil {
 			srcErr = fmt.Errorf("listing the tags of %s: %w", r.src, srcErr)
 		}
 	}()
-	dstErr := r.openTarget(ctx)
+	if to.Kind == transfer.KindRegistry {
+		dstErr = r.openTarget(ctx, to, from)
+	}
 	wg.Wait()
+	if to.Kind != transfer.KindRegistry && srcErr == nil {
+		dstErr = r.openTarget(ctx, to, from)
+	}
 	if srcErr != nil {
 		return srcErr
 	}
@@ -321,9 +332,9 @@ func (r *syncRun) plan(ctx context.Context) error {
 
 // openTarget opens the target and lists its tags; a target that does not
 // exist yet has none.
-func (r *syncRun) openTarget(ctx context.Context) error {
+func (r *syncRun) openTarget(ctx context.Context, to, from transfer.Reference) error {
 	var err error
-	if r.dst, err = r.m.openTarget(ctx, r.s.To, r.src); err != nil {
+	if r.dst, err = r.m.openTarget(ctx, to, from); err != nil {
 		return err
 	}
 	reader, ok := r.dst.(transfer.Reader)

@@ -123,15 +123,11 @@ func (o *copyOptions) run(ctx context.Context, g *globalOptions, srcArg, dstArg 
 	defer bar.Close()
 
 	remote := g.remote(limit)
-	source, closeSrc, err := remote.OpenSource(ctx, src)
+	source, closeSrc, target, finish, err := openEnds(ctx, remote, src, dst)
 	if err != nil {
 		return err
 	}
 	defer closeSrc()
-	target, finish, err := remote.OpenTarget(ctx, dst, source)
-	if err != nil {
-		return err
-	}
 	ok := false
 	defer func() {
 		if ferr := finish(ok); ferr != nil && err == nil {
@@ -278,4 +274,40 @@ func explicitTag(r transfer.Reference) bool {
 		s = s[:i]
 	}
 	return strings.HasSuffix(s, ":"+r.Tag)
+}
+
+// openEnds opens a copy's source and target. A registry target is opened
+// while the source is, since each may take a few round trips (ping,
+// token); a layout or archive target only once the source is open, since
+// opening one for writing creates it. On error nothing is left open.
+func openEnds(ctx context.Context, remote *transfer.Remote, src, dst transfer.Reference) (source transfer.Source, closeSrc func() error, target transfer.Target, finish func(bool) error, err error) {
+	if dst.Kind != transfer.KindRegistry {
+		if source, closeSrc, err = remote.OpenSource(ctx, src); err != nil {
+			return nil, nil, nil, nil, err
+		}
+		if target, finish, err = remote.OpenTarget(ctx, dst, src); err != nil {
+			closeSrc()
+			return nil, nil, nil, nil, err
+		}
+		return source, closeSrc, target, finish, nil
+	}
+	var srcErr error
+	opened := make(chan struct{})
+	go func() {
+		defer close(opened)
+		source, closeSrc, srcErr = remote.OpenSource(ctx, src)
+	}()
+	target, finish, err = remote.OpenTarget(ctx, dst, src)
+	<-opened
+	switch {
+	case srcErr != nil:
+		if err == nil {
+			finish(false)
+		}
+		return nil, nil, nil, nil, srcErr
+	case err != nil:
+		closeSrc()
+		return nil, nil, nil, nil, err
+	}
+	return source, closeSrc, target, finish, nil
 }

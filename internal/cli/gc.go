@@ -238,7 +238,7 @@ func (o *gcOptions) open(ctx context.Context, g *globalOptions, ref transfer.Ref
 		}
 		closeSrc()
 	}
-	dst, finish, err := remote.OpenTarget(ctx, ref, nil)
+	dst, finish, err := remote.OpenTarget(ctx, ref, transfer.Reference{})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -25,7 +25,7 @@ func OpenForSigning(ctx context.Context, remote *transfer.Remote, ref transfer.R
 		closeSrc()
 	}
 	if ref.Kind != transfer.KindArchive {
-		dst, finish, err := remote.OpenTarget(ctx, ref, nil)
+		dst, finish, err := remote.OpenTarget(ctx, ref, transfer.Reference{})
 		if err != nil {
 			return nil, nil, err
 		}
@@ -46,7 +46,7 @@ func OpenForSigning(ctx context.Context, remote *transfer.Remote, ref transfer.R
 		closeSrc()
 		return nil, nil, fmt.Errorf("%s: not an OCI archive", src)
 	}
-	dst, finish, err := remote.OpenTarget(ctx, ref, src)
+	dst, finish, err := remote.OpenTarget(ctx, ref, transfer.Reference{})
 	if err != nil {
 		closeSrc()
 		return nil, nil, err

@@ -199,7 +199,7 @@ func endpoints(t *testing.T, f func(t *testing.T, ref string, d digest.Digest)) 
 		dir, d := layoutImage(t, "app")
 		archive := filepath.Join(t.TempDir(), "app.tar")
 		src := openSource(t, parseRef(t, "oci:"+dir+":app"))
-		dst, finish, err := remote().OpenTarget(context.Background(), parseRef(t, "oci-archive:"+archive), src)
+		dst, finish, err := remote().OpenTarget(context.Background(), parseRef(t, "oci-archive:"+archive), transfer.Reference{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -473,7 +473,7 @@ func TestArchiveRewrite(t *testing.T) {
 	// A second image, untagged but with a referrer-less root entry, rides along.
 	archive := filepath.Join(t.TempDir(), "a.tar")
 	src := openSource(t, parseRef(t, "oci:"+dir+":app"))
-	dst, finish, err := remote().OpenTarget(ctx, parseRef(t, "oci-archive:"+archive), src)
+	dst, finish, err := remote().OpenTarget(ctx, parseRef(t, "oci-archive:"+archive), transfer.Reference{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -45,19 +45,21 @@ func notFoundErr(err error) error {
 	return err
 }
 
-// OpenTarget opens the endpoint ref names for writing. src, when it is a
-// repository on the same registry, is where blobs can be mounted from.
+// OpenTarget opens the endpoint ref names for writing. from names the
+// copy's source, when there is one: a repository on the same registry is
+// where blobs can be mounted from. It takes the source's reference rather
+// than the opened source, so that both ends can be opened at once.
 // finish must be called once: with ok set it completes the write (an
 // oci-archive: file is written then, and replaces any file there);
 // otherwise it discards what was staged.
-func (r *Remote) OpenTarget(ctx context.Context, ref Reference, src Source) (dst Target, finish func(ok bool) error, err error) {
+func (r *Remote) OpenTarget(ctx context.Context, ref, from Reference) (dst Target, finish func(ok bool) error, err error) {
 	switch ref.Kind {
 	case KindRegistry:
-		var from []name.Repository
-		if s, ok := src.(*Repository); ok {
-			from = append(from, s.Name)
+		var mountFrom []name.Repository
+		if from.Kind == KindRegistry && from.Repo.RepositoryStr() != "" {
+			mountFrom = append(mountFrom, from.Repo)
 		}
-		repo, err := r.Open(ctx, ref.Repo, true, from...)
+		repo, err := r.Open(ctx, ref.Repo, true, mountFrom...)
 		if err != nil {
 			return nil, nil, err
 		}
