@@ -153,6 +153,7 @@ func (e *env) bundleSuite(ctx context.Context) (*suiteReport, error) {
 					err = checkOutputs(outs, g)
 				}
 				if e.record(ctx, cr, i, smp, err) {
+					settle()
 					smp, err = e.measureSeq(ctx, t, imp, strings.TrimSuffix(e.logPath("bundle-import", label, n, i), ".log"))
 					for _, s := range g.Sources {
 						repo := prefix + "/" + s.Repo
@@ -355,6 +356,7 @@ func (e *env) serveBundle(ctx context.Context, rep *suiteReport, file string, g 
 				continue
 			}
 			for _, s := range g.Sources {
+				settle() // the last pull's output is on disk, not slowing this one
 				e.step(rows[s.Name][k], srv, i, func() (time.Duration, error) {
 					smp, err := e.pull(ctx, crane, srv.Host+"/"+s.Repo+":v1", filepath.Join(e.work, "bundle-pull"),
 						e.logPath("bundle-pull", s.Name, k, i), s.Bytes)
