@@ -306,6 +306,39 @@ func TestCreateSplit(t *testing.T) {
 	}
 }
 
+// With a window of a few KiB, almost every blob waits for the blobs
+// before it to be done and hashed before it may start: the bundle is
+// still whole, its parts' checksums right, and nothing is stuck.
+func TestCreateWaitsForTheWindow(t *testing.T) {
+	src := newSource(t).withBig(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "b.tar")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := Create(ctx, src.refs("big:v1", "team/app:v1", "multi:v1", "signed:v1"), CreateOptions{
+		Output: path, Split: 1 << 20, Remote: testRemote(), Jobs: 4, FerryVersion: "test", Now: fixedNow, window: 4 << 10,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Files) < 6 {
+		t.Fatalf("files %v", res.Files)
+	}
+	rep, err := Verify(ctx, path)
+	if err != nil || len(rep.Problems) > 0 {
+		t.Fatalf("Verify: %v %s", err, problems(rep))
+	}
+	dst := regtest.GGCR(t, nil)
+	if _, err := importTo(t, path, dst, nil); err != nil {
+		t.Fatal(err)
+	}
+	for ref, want := range map[string]string{"big:v1": src.big, "team/app:v1": src.app, "multi:v1": src.multi, "signed:v1": src.signed} {
+		if got := digestOf(t, dst+"/"+ref); got != want {
+			t.Errorf("%s = %q, want %s", ref, got, want)
+		}
+	}
+}
+
 // A reference that does not exist fails before any file is written.
 func TestCreateUnknownReference(t *testing.T) {
 	src := newSource(t)

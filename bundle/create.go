@@ -59,6 +59,9 @@ type CreateOptions struct {
 	FerryVersion string
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+
+	// window replaces hashWindow when set: tests make blobs wait for it.
+	window int64
 }
 
 // CreateResult is what Create wrote.
@@ -132,6 +135,9 @@ func Create(ctx context.Context, reqs []Request, opts CreateOptions) (res *Creat
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	t := newTarTarget("bundle "+opts.Output, pw, since)
+	if opts.window > 0 {
+		t.window = opts.window
+	}
 	t.onBreak = cancel
 
 	layout, _ := json.Marshal(ocispec.ImageLayout{Version: ocispec.ImageLayoutVersion})

@@ -19,7 +19,8 @@ import (
 // copyBuf is the buffer a blob streams through into the bundle.
 const copyBuf = 256 << 10
 
-// hashWindow is how far past the done part of the stream a blob may start.
+// hashWindow is how far past the done part of the stream a blob may start
+// (tarTarget.window).
 // Blobs complete in about the order they start, and the parts are hashed
 // as the done part grows: the window bounds what is left to hash when the
 // last blob is in, and the blobs streamed at once when they are large.
@@ -38,6 +39,8 @@ type tarTarget struct {
 	since *sinceSet
 	out   *partWriter
 	bufs  sync.Pool // copyBuf buffers: at most Jobs are in use
+	// window is hashWindow, or a small one in tests.
+	window int64
 
 	mu      sync.Mutex
 	broken  error
@@ -63,6 +66,7 @@ func newTarTarget(name string, out *partWriter, since *sinceSet) *tarTarget {
 		name:    name,
 		since:   since,
 		out:     out,
+		window:  hashWindow,
 		dirs:    map[string]bool{},
 		slots:   map[digest.Digest]*slot{},
 		written: map[digest.Digest]bool{},
@@ -233,10 +237,10 @@ func (t *tarTarget) claim(ctx context.Context, desc ocispec.Descriptor) (*slot, 
 			return nil, nil // written meanwhile, maybe under another name (a manifest)
 		}
 		s := t.slots[desc.Digest]
-		if s == nil && t.next > hashWindow {
+		if s == nil && t.next > t.window {
 			// Too far ahead of what is done: wait, so that the part
 			// hasher keeps up instead of hashing everything at the end.
-			if ahead := t.next - hashWindow; !t.out.prefixAt(ahead) {
+			if ahead := t.next - t.window; !t.out.prefixAt(ahead) {
 				t.mu.Unlock()
 				if err := t.out.waitPrefix(ctx, ahead); err != nil {
 					return nil, err
