@@ -236,6 +236,8 @@ func verifyContent(ctx context.Context, loc *location, rep *Report, sizesBad boo
 			omitted[o.Digest] = true
 		}
 	}
+	// The parts are being hashed on a core of their own (verifyLocated).
+	b.Archive.LeaveCores(1)
 	problems, err := b.Archive.Check(ctx)
 	if err != nil {
 		b.Close()

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -36,6 +37,8 @@ type Archive struct {
 	files map[string]section // every regular file, by name without "./"
 	blobs map[digest.Digest]section
 	index *ocispec.Index
+
+	busy int // cores Check leaves to other work
 
 	refMu sync.Mutex
 	refs  map[digest.Digest][]ocispec.Descriptor
@@ -436,5 +439,10 @@ func (a *Archive) Check(ctx context.Context) ([]Problem, error) {
 		blobs = append(blobs, blobInfo{digest: d, path: blobRelPath(d), size: sec.size})
 	}
 	slices.SortFunc(blobs, func(x, y blobInfo) int { return cmp.Compare(x.path, y.path) })
-	return checkLayout(ctx, a, a.index, blobs, nil)
+	return checkLayout(ctx, a, a.index, blobs, nil, max(runtime.GOMAXPROCS(0)-a.busy, 1))
 }
+
+// LeaveCores makes Check hash blobs on n cores fewer than it would (on
+// one at least), for work that runs at the same time: a bundle's part
+// checksums.
+func (a *Archive) LeaveCores(n int) { a.busy = n }

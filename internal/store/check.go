@@ -42,13 +42,13 @@ func (s *Store) Check(ctx context.Context) ([]Problem, error) {
 	if err != nil {
 		return nil, err
 	}
-	return checkLayout(ctx, s, idx, blobs, problems)
+	return checkLayout(ctx, s, idx, blobs, problems, runtime.GOMAXPROCS(0))
 }
 
-// checkLayout hashes every blob of a layout, on every core, and walks its
-// graph.
-func checkLayout(ctx context.Context, src blobSource, idx *ocispec.Index, blobs []blobInfo, problems []Problem) ([]Problem, error) {
-	found, err := hashBlobs(ctx, src, blobs)
+// checkLayout hashes every blob of a layout, workers at a time, and walks
+// its graph.
+func checkLayout(ctx context.Context, src blobSource, idx *ocispec.Index, blobs []blobInfo, problems []Problem, workers int) ([]Problem, error) {
+	found, err := hashBlobs(ctx, src, blobs, workers)
 	if err != nil {
 		return nil, err
 	}
@@ -67,15 +67,15 @@ func checkLayout(ctx context.Context, src blobSource, idx *ocispec.Index, blobs 
 	return problems, nil
 }
 
-// hashBlobs runs hashBlob on each of blobs, GOMAXPROCS at a time, and
-// returns the problems in the order of blobs; the error is the first
-// failure to read at all.
-func hashBlobs(ctx context.Context, src blobSource, blobs []blobInfo) ([]Problem, error) {
+// hashBlobs runs hashBlob on each of blobs, workers (at least one) at a
+// time, and returns the problems in the order of blobs; the error is the
+// first failure to read at all.
+func hashBlobs(ctx context.Context, src blobSource, blobs []blobInfo, workers int) ([]Problem, error) {
 	found := make([]*Problem, len(blobs))
 	errs := make([]error, len(blobs))
 	next := make(chan int)
 	var wg sync.WaitGroup
-	for range min(runtime.GOMAXPROCS(0), len(blobs)) {
+	for range min(max(workers, 1), len(blobs)) {
 		wg.Go(func() {
 			for i := range next {
 				found[i], errs[i] = hashBlob(ctx, src, blobs[i])
