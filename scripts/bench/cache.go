@@ -190,11 +190,10 @@ func (e *env) cacheSuite(ctx context.Context) (*suiteReport, error) {
 	} else if cached.ok() {
 		rep.Facts = append(rep.Facts, "cached pulls fetched no blob from the upstream")
 	}
+	within12 := func(f, p time.Duration) bool { return f*5 <= p*6 }
 	rep.Targets = append(rep.Targets,
-		compareTarget("first pull through the cache at most 1.2× the direct pull", first, direct,
-			func(f, p time.Duration) bool { return f*5 <= p*6 }),
-		compareTarget(fmt.Sprintf("the same, upstream %v RTT away", 2*e.o.delay), firstFar, directFar,
-			func(f, p time.Duration) bool { return f*5 <= p*6 }),
+		compareTarget("first pull through the cache at most 1.2× the direct pull", first, direct, within12),
+		compareTarget(fmt.Sprintf("the same, upstream %v RTT away", 2*e.o.delay), firstFar, directFar, within12),
 		compareTarget("cached pull no slower than ferry serve --root", cached, plain, noSlower))
 	what := "exactly one upstream transfer per blob (first pulls and 20 clients at once)"
 	switch {
