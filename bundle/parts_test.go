@@ -56,6 +56,16 @@ func TestPartWriter(t *testing.T) {
 		if ents, _ := os.ReadDir(dir); len(ents) == 0 || !strings.HasPrefix(ents[0].Name(), ".x.tar") {
 			t.Fatalf("split %d: before commit: %v", split, ents)
 		}
+		// The hasher finishes (and closes) each part it has hashed whole;
+		// commit is left the last one.
+		if err := w.closeAndHash(); err != nil {
+			t.Fatal(err)
+		}
+		for i, p := range w.parts[:len(w.parts)-1] {
+			if p.sum == "" {
+				t.Errorf("split %d: part %d was not finished when hashed", split, i)
+			}
+		}
 		files, err := w.commit(int64(len(data)))
 		if err != nil {
 			t.Fatal(err)

@@ -208,6 +208,14 @@ func (w *partWriter) hash() {
 				w.hashErr = fmt.Errorf("reading back %s to hash it: %w", filepath.Join(w.dir, part.name), err)
 				return
 			}
+			if int64(n) == room {
+				// The part is whole and hashed, and nothing writes to it
+				// any more: at most the window's parts stay open.
+				if err := w.finishPart(part); err != nil {
+					w.hashErr = err
+					return
+				}
+			}
 		}
 		if closed || w.stop.Load() {
 			return
@@ -248,17 +256,8 @@ func (w *partWriter) commit(size int64) ([]string, error) {
 	}
 	var paths, sums []string
 	for _, p := range w.parts {
-		final := filepath.Join(w.dir, p.name)
-		p.sum = hex.EncodeToString(p.h.Sum(nil))
-		err := p.tmp.Sync()
-		if cerr := p.tmp.Close(); err == nil {
-			err = cerr
-		}
-		if err == nil {
-			err = os.Chmod(p.tmp.Name(), 0o644)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("writing %s: %w", final, err)
+		if err := w.finishPart(p); err != nil {
+			return nil, err
 		}
 	}
 	for _, p := range w.parts {
@@ -276,6 +275,26 @@ func (w *partWriter) commit(size int64) ([]string, error) {
 	}
 	syncDir(w.dir)
 	return append(paths, file), nil
+}
+
+// finishPart records the checksum of a part that is whole and hashed,
+// and syncs and closes its file; it does nothing the second time.
+func (w *partWriter) finishPart(p *writtenPart) error {
+	if p.sum != "" {
+		return nil
+	}
+	p.sum = hex.EncodeToString(p.h.Sum(nil))
+	err := p.tmp.Sync()
+	if cerr := p.tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(p.tmp.Name(), 0o644)
+	}
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", filepath.Join(w.dir, p.name), err)
+	}
+	return nil
 }
 
 // abort removes every file written.
