@@ -187,8 +187,7 @@ func (v *validator) config(f *fileConfig) (*Config, error) {
 		if k, msg := r.CheckCredentials(); k != "" {
 			return nil, v.fail(0, key+"."+k, "%s", msg)
 		}
-		r.CAFile, r.CertFile, r.KeyFile, r.PasswordFile = v.abs(r.CAFile), v.abs(r.CertFile), v.abs(r.KeyFile), v.abs(r.PasswordFile)
-		c.Registry[host] = r
+		c.Registry[host] = r.RelativeTo(v.dir)
 	}
 	defPlatforms, err := v.platforms(0, "defaults.platforms", f.Defaults.Platforms)
 	if err != nil {

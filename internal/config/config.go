@@ -61,15 +61,20 @@ func Load(path string, required bool) (*File, error) {
 		}
 		return nil, err
 	}
-	for host := range f.Registry {
+	dir, err := filepath.Abs(filepath.Dir(path))
+	if err != nil {
+		return nil, err
+	}
+	for host, r := range f.Registry {
 		if host == "" || strings.ContainsAny(host, "/ \t") {
 			return nil, &Error{File: path, Line: keyLine(mustRead(path), toml.Key{"registry", host}), Key: "registry." + host,
 				Msg: "a registry table is named by host[:port] only, e.g. [registry.\"registry.example.com:5000\"]"}
 		}
-		if key, msg := f.Registry[host].CheckCredentials(); key != "" {
+		if key, msg := r.CheckCredentials(); key != "" {
 			k := toml.Key{"registry", host, key}
 			return nil, &Error{File: path, Line: keyLine(mustRead(path), k), Key: k.String(), Msg: msg}
 		}
+		f.Registry[host] = r.RelativeTo(dir)
 	}
 	return &f, nil
 }

@@ -27,10 +27,20 @@ key_file = "/etc/ferry/client-key.pem"
 
 [registry."lab:5000"]
 insecure = true
+
+[registry."relative:5000"]
+ca_file = "certs/ca.pem"
+username = "bot"
+password_file = "secrets/bot"
 `)
 	f, err := Load(p, true)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// Relative paths are the config file's, whatever the working directory.
+	dir := filepath.Dir(p)
+	if c := f.Registry["relative:5000"]; c.CAFile != filepath.Join(dir, "certs/ca.pem") || c.PasswordFile != filepath.Join(dir, "secrets/bot") {
+		t.Errorf("relative:5000 = %+v, want paths under %s", c, dir)
 	}
 	if c := f.Registry["registry.internal:5000"]; c.CAFile != "/etc/ssl/ca.pem" || c.CertFile == "" || c.KeyFile == "" {
 		t.Errorf("registry.internal:5000 = %+v", c)

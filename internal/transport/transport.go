@@ -23,6 +23,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -42,6 +43,18 @@ type RegistryConfig struct {
 	Username     string `toml:"username"`
 	PasswordFile string `toml:"password_file"`
 	PasswordEnv  string `toml:"password_env"`
+}
+
+// RelativeTo returns c with its file paths (ca_file, cert_file, key_file,
+// password_file) made absolute against dir, the directory of the file
+// the table was read from; absolute paths stay.
+func (c RegistryConfig) RelativeTo(dir string) RegistryConfig {
+	for _, p := range []*string{&c.CAFile, &c.CertFile, &c.KeyFile, &c.PasswordFile} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+	return c
 }
 
 // CheckCredentials reports a table whose credential keys do not make one
