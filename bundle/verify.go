@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 
@@ -237,8 +238,7 @@ func verifyContent(ctx context.Context, loc *location, rep *Report, sizesBad boo
 		}
 	}
 	// The parts are being hashed on a core of their own (verifyLocated).
-	b.Archive.LeaveCores(1)
-	problems, err := b.Archive.Check(ctx)
+	problems, err := b.Archive.CheckWith(ctx, runtime.GOMAXPROCS(0)-1)
 	if err != nil {
 		b.Close()
 		return nil, err

@@ -38,8 +38,6 @@ type Archive struct {
 	blobs map[digest.Digest]section
 	index *ocispec.Index
 
-	busy int // cores Check leaves to other work
-
 	refMu sync.Mutex
 	refs  map[digest.Digest][]ocispec.Descriptor
 }
@@ -432,17 +430,18 @@ func (a *Archive) Referrers(ctx context.Context, subject digest.Digest) ([]ocisp
 
 // Check verifies the archive like Store.Check: every blob hashes to its
 // name, and everything reachable from index.json is present with the
-// declared size. It reads every blob (ROBUSTNESS row 20).
+// declared size. It reads every blob (ROBUSTNESS row 20), on every core.
 func (a *Archive) Check(ctx context.Context) ([]Problem, error) {
+	return a.CheckWith(ctx, runtime.GOMAXPROCS(0))
+}
+
+// CheckWith is Check hashing blobs on workers goroutines (at least one),
+// for a caller that keeps cores busy with other work meanwhile.
+func (a *Archive) CheckWith(ctx context.Context, workers int) ([]Problem, error) {
 	blobs := make([]blobInfo, 0, len(a.blobs))
 	for d, sec := range a.blobs {
 		blobs = append(blobs, blobInfo{digest: d, path: blobRelPath(d), size: sec.size})
 	}
 	slices.SortFunc(blobs, func(x, y blobInfo) int { return cmp.Compare(x.path, y.path) })
-	return checkLayout(ctx, a, a.index, blobs, nil, max(runtime.GOMAXPROCS(0)-a.busy, 1))
+	return checkLayout(ctx, a, a.index, blobs, nil, workers)
 }
-
-// LeaveCores makes Check hash blobs on n cores fewer than it would (on
-// one at least), for work that runs at the same time: a bundle's part
-// checksums.
-func (a *Archive) LeaveCores(n int) { a.busy = n }

@@ -53,7 +53,8 @@ func writeFile(t *testing.T, data []byte) string {
 func TestArchiveRoundTrip(t *testing.T) {
 	f := newArchiveFixture(t)
 	ctx := context.Background()
-	a, err := OpenArchive(writeFile(t, f.tarBytes))
+	path := writeFile(t, f.tarBytes)
+	a, err := OpenArchive(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,6 +121,25 @@ func TestArchiveRoundTrip(t *testing.T) {
 	if file, ok := rc.(FileBacked).File(); ok {
 		file.Close()
 		t.Error("File() at the end of the blob gave a file")
+	}
+	// Once another file is renamed over the archive's path, File() does
+	// not hand it out; the reader still reads the archive it opened.
+	other := path + ".new"
+	if err := os.WriteFile(other, bytes.Repeat([]byte{'x'}, len(f.tarBytes)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(other, path); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rc.Seek(size-4, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	if file, ok := rc.(FileBacked).File(); ok {
+		file.Close()
+		t.Error("File() handed out the file that replaced the archive")
+	}
+	if again, _ := io.ReadAll(rc); !bytes.Equal(again, tail) {
+		t.Errorf("after the rename the reader read %x, want %x", again, tail)
 	}
 	if problems, err := a.Check(ctx); err != nil || len(problems) != 0 {
 		t.Errorf("Check = %v, %v", problems, err)
