@@ -60,8 +60,8 @@ func (e *env) bundleSuite(ctx context.Context) (*suiteReport, error) {
 		}
 		groups = append(groups, bundleGroup{Name: "2 GiB", Sources: []source{s}})
 	}
-	dir := filepath.Join(e.work, "bundle")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	dir, err := e.suiteDir("bundle")
+	if err != nil {
 		return nil, err
 	}
 	defer os.RemoveAll(dir)

@@ -16,8 +16,8 @@ import (
 // once, while a counting proxy checks that each blob is fetched once.
 func (e *env) cacheSuite(ctx context.Context) (*suiteReport, error) {
 	ferry, crane := e.tool(ctx, "ferry"), e.tool(ctx, "crane")
-	dir := filepath.Join(e.work, "cache")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	dir, err := e.suiteDir("cache")
+	if err != nil {
 		return nil, err
 	}
 	defer os.RemoveAll(dir)

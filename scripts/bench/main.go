@@ -320,6 +320,13 @@ func (e *env) scenario(ctx context.Context, name string) (*suiteReport, error) {
 	return nil, fmt.Errorf("unknown suite %q", name)
 }
 
+// suiteDir makes a suite's directory in the work directory; the suite
+// removes it when it is done.
+func (e *env) suiteDir(name string) (string, error) {
+	dir := filepath.Join(e.work, name)
+	return dir, os.MkdirAll(dir, 0o755)
+}
+
 // runs says how many runs each number is the median of.
 func (e *env) runs() string {
 	s := "1 run"

@@ -149,8 +149,8 @@ func (e *env) mirrorSuite(ctx context.Context) (*suiteReport, error) {
 			paths = append(paths, endpoints{fmt.Sprintf(", %v RTT", 2*e.o.delay), "-rtt", sp.Host(), dp.Host()})
 		}
 	}
-	dir := filepath.Join(e.work, "mirror")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	dir, err := e.suiteDir("mirror")
+	if err != nil {
 		return nil, err
 	}
 	defer os.RemoveAll(dir)

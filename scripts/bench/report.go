@@ -127,16 +127,7 @@ func (rep *report) text() string {
 	}
 	tw.Flush()
 	b.WriteString("peer/ferry: the peer's wall time over ferry's; above 1, ferry is faster.\n")
-	if len(notes) > 0 {
-		b.WriteString("\n")
-		for i, n := range notes {
-			fmt.Fprintf(&b, "[%d] %s\n", i+1, n)
-		}
-	}
-	b.WriteString("\ntargets:\n")
-	for _, t := range rep.targets() {
-		fmt.Fprintf(&b, "  %s\n", t)
-	}
+	writeFooter(&b, false, notes, nil, rep.targets())
 	return b.String()
 }
 
@@ -174,25 +165,12 @@ func (rep *report) markdown() string {
 	for _, r := range rep.results {
 		cells := rep.row(r, &notes)
 		if r.Tool == "ferry" {
-			for i := range cells[2:] {
-				if cells[2+i] != "" {
-					cells[2+i] = "**" + cells[2+i] + "**"
-				}
-			}
+			bold(cells[2:])
 		}
 		b.WriteString("| " + strings.Join(cells, " | ") + " |\n")
 	}
 	b.WriteString("\npeer/ferry: the peer's wall time over ferry's; above 1, ferry is faster.\n")
-	if len(notes) > 0 {
-		b.WriteString("\n")
-		for i, n := range notes {
-			fmt.Fprintf(&b, "%d. %s\n", i+1, strings.ReplaceAll(n, "|", `\|`))
-		}
-	}
-	b.WriteString("\nTargets:\n\n")
-	for _, t := range rep.targets() {
-		fmt.Fprintf(&b, "- %s\n", t)
-	}
+	writeFooter(&b, true, notes, nil, rep.targets())
 	b.WriteString(mdEnd + "\n")
 	return b.String()
 }

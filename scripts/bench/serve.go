@@ -99,7 +99,10 @@ func (e *env) serveSuite(ctx context.Context) (*suiteReport, error) {
 			"wall: crane's; CPU and max RSS: the server's, from /proc, during the step",
 		},
 	}
-	dir := filepath.Join(e.work, "serve")
+	dir, err := e.suiteDir("serve")
+	if err != nil {
+		return nil, err
+	}
 	defer os.RemoveAll(dir)
 	caseNames := []string{"push big", "pull big", fmt.Sprintf("%d × pull index", clients)}
 	kinds := e.servers(ctx)

@@ -129,22 +129,7 @@ func (rep *suiteReport) text(runs string) string {
 		fmt.Fprintln(tw, strings.Join(rep.cells(r, &notes), "\t")+"\t")
 	}
 	tw.Flush()
-	if len(notes) > 0 {
-		b.WriteString("\n")
-		for i, n := range notes {
-			fmt.Fprintf(&b, "[%d] %s\n", i+1, n)
-		}
-	}
-	if len(rep.Facts) > 0 {
-		b.WriteString("\n")
-		for _, f := range rep.Facts {
-			fmt.Fprintf(&b, "%s\n", f)
-		}
-	}
-	b.WriteString("\ntargets:\n")
-	for _, t := range rep.Targets {
-		fmt.Fprintf(&b, "  %s\n", t)
-	}
+	writeFooter(&b, false, notes, rep.Facts, rep.Targets)
 	return b.String()
 }
 
@@ -167,30 +152,11 @@ func (rep *suiteReport) markdown(command, runs string, m machine, tools string) 
 	for _, r := range rep.Rows {
 		cells := rep.cells(r, &notes)
 		if strings.HasPrefix(r.Tool, "ferry") {
-			for i := range cells[1:] {
-				if cells[1+i] != "" {
-					cells[1+i] = "**" + cells[1+i] + "**"
-				}
-			}
+			bold(cells[1:])
 		}
 		b.WriteString("| " + strings.Join(cells, " | ") + " |\n")
 	}
-	if len(notes) > 0 {
-		b.WriteString("\n")
-		for i, n := range notes {
-			fmt.Fprintf(&b, "%d. %s\n", i+1, strings.ReplaceAll(n, "|", `\|`))
-		}
-	}
-	if len(rep.Facts) > 0 {
-		b.WriteString("\n")
-		for _, f := range rep.Facts {
-			fmt.Fprintf(&b, "- %s\n", f)
-		}
-	}
-	b.WriteString("\nTargets:\n\n")
-	for _, t := range rep.Targets {
-		fmt.Fprintf(&b, "- %s\n", t)
-	}
+	writeFooter(&b, true, notes, rep.Facts, rep.Targets)
 	b.WriteString(end + "\n")
 	return b.String()
 }
@@ -255,4 +221,42 @@ func sumSamples(ss []sample) sample {
 		t.MaxRSS = max(t.MaxRSS, s.MaxRSS)
 	}
 	return t
+}
+
+// bold marks a markdown row's cells as ferry's; empty cells stay empty.
+func bold(cells []string) {
+	for i, c := range cells {
+		if c != "" {
+			cells[i] = "**" + c + "**"
+		}
+	}
+}
+
+// writeFooter writes what follows a results table: the numbered notes
+// its cells refer to, the facts, and the targets, for a terminal or, with
+// md, as markdown.
+func writeFooter(b *bytes.Buffer, md bool, notes, facts, targets []string) {
+	note, item, head, target := "[%d] %s\n", "%s\n", "\ntargets:\n", "  %s\n"
+	if md {
+		note, item, head, target = "%d. %s\n", "- %s\n", "\nTargets:\n\n", "- %s\n"
+	}
+	if len(notes) > 0 {
+		b.WriteString("\n")
+		for i, n := range notes {
+			if md {
+				n = strings.ReplaceAll(n, "|", `\|`)
+			}
+			fmt.Fprintf(b, note, i+1, n)
+		}
+	}
+	if len(facts) > 0 {
+		b.WriteString("\n")
+		for _, f := range facts {
+			fmt.Fprintf(b, item, f)
+		}
+	}
+	b.WriteString(head)
+	for _, t := range targets {
+		fmt.Fprintf(b, target, t)
+	}
 }
