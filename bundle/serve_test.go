@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/opencontainers/go-digest"
+
 	"github.com/ferry-oci/ferry/internal/regtest"
 	"github.com/ferry-oci/ferry/internal/transfer"
 	"github.com/ferry-oci/ferry/registry"
@@ -19,15 +21,16 @@ import (
 // the registry's root would give, signatures and referrers included, and
 // refuses writes.
 func TestServeReader(t *testing.T) {
-	src := newSource(t)
-	// Blobs are sent from the file that holds them, or read across parts.
+	src := newSource(t).withBig(t)
+	// Blobs are sent from the file that holds them (big's layers are over
+	// the registry's sendfile size), or read across parts (1 KiB parts).
 	for _, split := range []int64{1 << 10, 0} {
 		t.Run(fmt.Sprintf("split %d", split), func(t *testing.T) { testServeReader(t, src, split) })
 	}
 }
 
 func testServeReader(t *testing.T, src *source, split int64) {
-	path, res := create(t, t.TempDir(), "b.tar", src.refs("team/app:v1", "multi:v1", "signed:v1", "team/app@"+src.app), func(o *CreateOptions) { o.Split = split })
+	path, res := create(t, t.TempDir(), "b.tar", src.refs("team/app:v1", "multi:v1", "signed:v1", "big:v1", "team/app@"+src.app), func(o *CreateOptions) { o.Split = split })
 	if split > 0 && len(res.Files) < 3 {
 		t.Fatalf("%d parts", len(res.Files))
 	}
@@ -78,6 +81,18 @@ func testServeReader(t *testing.T, src *source, split int64) {
 	cr, err := transfer.Copy(context.Background(), from, to, transfer.Request{Source: "v1", Tag: "v1"}, transfer.Options{Referrers: true})
 	if err != nil || cr.Referrers != 2 {
 		t.Fatalf("copy from the served bundle: %+v %v", cr, err)
+	}
+	// The engine verifies every byte of big's 3 MiB layers as it copies.
+	from, err = remote.Open(context.Background(), mustRepo(t, host+"/big"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	to, err = remote.Open(context.Background(), mustRepo(t, dst+"/big"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cr, err := transfer.Copy(context.Background(), from, to, transfer.Request{Source: "v1", Tag: "v1"}, transfer.Options{}); err != nil || cr.Digest != digest.Digest(src.big) {
+		t.Fatalf("copy of big from the served bundle: %+v %v", cr, err)
 	}
 	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/v2/team/app/blobs/uploads/", nil)
 	resp, err := http.DefaultClient.Do(req)

@@ -96,7 +96,7 @@ func serveContent(w http.ResponseWriter, r *http.Request, rc io.ReadSeeker, size
 			return internalError(fmt.Errorf("seeking in blob %s: %w", d, err))
 		}
 	}
-	if fb, ok := rc.(store.FileBacked); ok {
+	if fb, ok := rc.(store.FileBacked); ok && length >= sendfileMin {
 		// A blob inside a file (an archive, a bundle's part) goes out with
 		// sendfile too, as one in the layout does.
 		if f, ok := fb.File(); ok {
@@ -110,6 +110,10 @@ func serveContent(w http.ResponseWriter, r *http.Request, rc io.ReadSeeker, size
 	_, _ = io.CopyN(w, rc, length)
 	return nil
 }
+
+// sendfileMin is the smallest blob of an archive sent from a file opened
+// for it: below it, opening the file costs more than copying the bytes.
+const sendfileMin = 64 << 10
 
 func etagMatches(header, etag string) bool {
 	for v := range strings.SplitSeq(header, ",") {
