@@ -2,8 +2,10 @@ package bundle
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -12,6 +14,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // The part writer cuts at exact byte boundaries whatever the order and
@@ -187,5 +192,41 @@ func TestLocate(t *testing.T) {
 	l, err := locate(filepath.Join(dir, "b.tar"))
 	if err != nil || l.parts[0].Size != -1 || l.parts[1].Offset != -1 {
 		t.Errorf("without its first part: %+v %v", l, err)
+	}
+}
+
+// A write to the bundle's files that fails (a full disk) breaks the tar:
+// the blob being written fails with the file's error, every later write
+// fails at once, and abort leaves no file behind (ROBUSTNESS row 30).
+func TestWriteFailureBreaksTheBundle(t *testing.T) {
+	dir := t.TempDir()
+	w, err := newPartWriter(filepath.Join(dir, "b.tar"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tt := newTarTarget("bundle b.tar", w, nil)
+	ctx := context.Background()
+	blob := func(s string) (ocispec.Descriptor, io.Reader) {
+		return ocispec.Descriptor{Digest: digest.FromString(s), Size: int64(len(s))}, strings.NewReader(s)
+	}
+	d, r := blob("first")
+	if err := tt.writeBlob(ctx, d, r); err != nil {
+		t.Fatal(err)
+	}
+	w.parts[0].tmp.Close() // the disk gives up
+	d, r = blob("second")
+	if err := tt.writeBlob(ctx, d, r); err == nil || !strings.Contains(err.Error(), d.Digest.Encoded()) {
+		t.Fatalf("write after the failure: %v, want an error naming %s", err, d.Digest)
+	}
+	d, r = blob("third")
+	if err := tt.writeBlob(ctx, d, r); err == nil || tt.brokenErr() == nil || !errors.Is(err, tt.brokenErr()) {
+		t.Fatalf("a later write: %v, want the broken bundle's error %v", err, tt.brokenErr())
+	}
+	if _, err := tt.close(); err == nil {
+		t.Error("a broken bundle closed")
+	}
+	w.abort()
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Errorf("abort left %v", ents)
 	}
 }
