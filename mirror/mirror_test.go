@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -624,5 +625,28 @@ func TestReferrersAPIAbsent(t *testing.T) {
 	got := summary(src.take())
 	if got["GET referrers"] != 1 || got["GET manifests"] != 0 {
 		t.Errorf("source requests %v: want one referrers query for the entry and no manifest GET", got)
+	}
+}
+
+// TestCompareWidth: few tags at once close to the registries, many far
+// from them, never more than the limit nor fewer than the minimum it
+// allows.
+func TestCompareWidth(t *testing.T) {
+	for _, c := range []struct {
+		rtt   time.Duration
+		limit int
+		want  int
+	}{
+		{0, 32, minCompareWidth},
+		{300 * time.Microsecond, 32, minCompareWidth},
+		{2 * time.Millisecond, 32, 8},
+		{5 * time.Millisecond, 32, 20},
+		{50 * time.Millisecond, 32, 32},
+		{50 * time.Millisecond, 6, 6},
+		{0, 2, 2},
+	} {
+		if got := compareWidth(c.rtt, c.limit); got != c.want {
+			t.Errorf("compareWidth(%v, %d) = %d, want %d", c.rtt, c.limit, got, c.want)
+		}
 	}
 }

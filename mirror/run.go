@@ -281,6 +281,7 @@ func (r *syncRun) plan(ctx context.Context) error {
 	// target needs only the source's name (to mount from it). A layout is
 	// created when opened for writing, so it waits for the source.
 	var srcErr, dstErr error
+	var srcList, dstList time.Duration
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -288,16 +289,18 @@ func (r *syncRun) plan(ctx context.Context) error {
 		if r.src, srcErr = r.m.openSource(ctx, r.s.From); srcErr != nil {
 			return
 		}
+		start := time.Now()
 		if r.srcTags, srcErr = r.src.Tags(ctx, transfer.TagOptions{}); srcErr != nil {
 			srcErr = fmt.Errorf("listing the tags of %s: %w", r.src, srcErr)
 		}
+		srcList = time.Since(start)
 	}()
 	if to.Kind == transfer.KindRegistry {
-		dstErr = r.openTarget(ctx, to, from)
+		dstList, dstErr = r.openTarget(ctx, to, from)
 	}
 	wg.Wait()
 	if to.Kind != transfer.KindRegistry && srcErr == nil {
-		dstErr = r.openTarget(ctx, to, from)
+		dstList, dstErr = r.openTarget(ctx, to, from)
 	}
 	if srcErr != nil {
 		return srcErr
@@ -313,38 +316,68 @@ func (r *syncRun) plan(ctx context.Context) error {
 			r.items = append(r.items, &Item{Sync: r.s.Index, Tag: t, Source: r.sourceRef(t), Target: r.targetRef(t)})
 		}
 	}
-	g, gctx := errgroup.WithContext(ctx)
-	// Comparing is HEAD requests, small and not counted as pulls: twice
-	// as many at once as blobs, so that a rerun takes few round trips.
-	g.SetLimit(2 * r.m.jobs)
-	for _, it := range r.items {
-		g.Go(func() error {
-			r.classify(gctx, it)
-			return nil
+	// A few workers compare the tags, each one tag at a time, so that
+	// their goroutines and connections are reused from tag to tag.
+	todo := make(chan *Item)
+	var workers sync.WaitGroup
+	for range min(compareWidth(max(srcList, dstList), 2*r.m.jobs), len(r.items)) {
+		workers.Go(func() {
+			for it := range todo {
+				r.classify(ctx, it)
+			}
 		})
 	}
-	g.Wait()
+feed:
+	for _, it := range r.items {
+		select {
+		case todo <- it:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(todo)
+	workers.Wait()
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	return r.planPrune()
 }
 
+// Comparing a tag is a round trip or two of small requests (HEADs, and a
+// referrers query), not counted as pulls. How many tags are compared at
+// once follows the round trip to the registries, as a tag list measured
+// it: one more for each compareWorkerRTT of it, from minCompareWidth up
+// to twice the blob jobs. Far from the registries, many requests in
+// flight hide the round trips. Close to them, the requests cost CPU more
+// than waiting, and a few connections do the work of many, with less to
+// open and schedule.
+const (
+	minCompareWidth  = 4
+	compareWorkerRTT = 250 * time.Microsecond
+)
+
+// compareWidth is how many tags to compare at once when a tag list took
+// rtt, and at most limit.
+func compareWidth(rtt time.Duration, limit int) int {
+	return max(min(int(rtt/compareWorkerRTT), limit), min(minCompareWidth, limit))
+}
+
 // openTarget opens the target and lists its tags; a target that does not
-// exist yet has none.
-func (r *syncRun) openTarget(ctx context.Context, to, from transfer.Reference) error {
+// exist yet has none. It returns how long the listing took.
+func (r *syncRun) openTarget(ctx context.Context, to, from transfer.Reference) (time.Duration, error) {
 	var err error
 	if r.dst, err = r.m.openTarget(ctx, to, from); err != nil {
-		return err
+		return 0, err
 	}
 	reader, ok := r.dst.(transfer.Reader)
 	if !ok {
-		return fmt.Errorf("%s cannot list its tags", r.dst)
+		return 0, fmt.Errorf("%s cannot list its tags", r.dst)
 	}
+	start := time.Now()
 	if r.dstTags, err = reader.Tags(ctx, transfer.TagOptions{}); err != nil && !errors.Is(err, transfer.ErrNotFound) {
-		return fmt.Errorf("listing the tags of %s: %w", r.dst, err)
+		return 0, fmt.Errorf("listing the tags of %s: %w", r.dst, err)
 	}
-	return nil
+	return time.Since(start), nil
 }
 
 // classify decides what to do with one selected tag.
