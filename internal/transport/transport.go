@@ -26,6 +26,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -177,6 +178,12 @@ type roundTripper struct {
 	// to plain http (ROBUSTNESS row 14).
 	mu        sync.Mutex
 	tlsFailed map[string]error
+	// pings are plain-http answers to pings that won a race against https,
+	// for the plain-http pings that follow (racePing).
+	pings []*pingAnswer
+	// speaksTLS is set once the registry answered a ping over https:
+	// later pings ask https alone, as go-containerregistry does.
+	speaksTLS atomic.Bool
 }
 
 // certError reports whether err is a TLS certificate verification failure.
@@ -211,6 +218,22 @@ func (t *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, fmt.Errorf("%s speaks TLS with a certificate ferry does not trust (%w); trust its CA with ca_file in [registry.%q] of the config, or use --insecure", req.URL.Host, terr, req.URL.Host)
 		}
 	}
+	if t.isPing(req) {
+		switch {
+		case req.URL.Scheme == "https" && !t.speaksTLS.Load():
+			return t.racePing(req)
+		case req.URL.Scheme == "http":
+			if resp := t.takePing(req); resp != nil {
+				return resp, nil
+			}
+		}
+	}
+	return t.send(req)
+}
+
+// send sends req through the debug log, retries and the policy, and
+// remembers a certificate that did not verify.
+func (t *roundTripper) send(req *http.Request) (*http.Response, error) {
 	var resp *http.Response
 	var err error
 	if t.debug != nil {
