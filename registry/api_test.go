@@ -483,6 +483,8 @@ func TestManifestInvalid(t *testing.T) {
 	if got := r.do("GET", "/v2/app/manifests/t", nil).header.Get("Content-Type"); got != ocispec.MediaTypeImageManifest {
 		t.Errorf("Content-Type %q", got)
 	}
+	// The longest tag the grammar allows.
+	wantStatus(t, r.putManifest("app", "_"+strings.Repeat("t.-", 42)+"9", ocispec.MediaTypeImageManifest, manifest("")), http.StatusCreated)
 }
 
 func TestManifestTooLarge(t *testing.T) {

@@ -18,8 +18,11 @@ const maxNameLength = 255
 
 // The grammars of https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pulling-manifests.
 var (
-	nameRE = regexp.MustCompile(`^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$`)
-	tagRE  = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
+	nameRE = regexp.MustCompile(`^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$`)
+	// The spec's [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}, with the length checked
+	// apart: a counted repetition compiles into 127 copies of the class,
+	// which every ferry command would pay for at start-up.
+	tagRE = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]*$`)
 )
 
 // validName reports whether name is a repository name of the spec's grammar
@@ -31,7 +34,10 @@ func validName(name string) bool {
 }
 
 // validTag reports whether tag matches the spec's tag grammar.
-func validTag(tag string) bool { return tagRE.MatchString(tag) }
+func validTag(tag string) bool { return len(tag) <= maxTagLength && tagRE.MatchString(tag) }
+
+// maxTagLength is the spec's longest tag.
+const maxTagLength = 128
 
 // checkName returns the NAME_INVALID error for an invalid name, else nil.
 func checkName(name string) *apiError {
