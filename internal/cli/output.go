@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -40,8 +41,25 @@ func executeTemplate(w io.Writer, t *template.Template, v any) error {
 	return err
 }
 
-func newTable(w io.Writer) *tabwriter.Writer {
-	return tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+// table aligns the columns of what is written to it, once flushed. Its
+// output is buffered: tabwriter writes each cell and each padding apart,
+// a system call each on a terminal or a pipe.
+type table struct {
+	*tabwriter.Writer
+	out *bufio.Writer
+}
+
+func newTable(w io.Writer) *table {
+	out := bufio.NewWriter(w)
+	return &table{Writer: tabwriter.NewWriter(out, 0, 4, 2, ' ', 0), out: out}
+}
+
+// Flush writes the table out.
+func (t *table) Flush() error {
+	if err := t.Writer.Flush(); err != nil {
+		return err
+	}
+	return t.out.Flush()
 }
 
 // humanSize formats n bytes with a binary unit.

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bufio"
 	"fmt"
 
 	"github.com/Masterminds/semver/v3"
@@ -133,10 +134,10 @@ func (o *tagsOptions) run(cmd *cobra.Command, g *globalOptions, arg string) erro
 			return err
 		}
 	}
-	out := g.streams.Out
 	if g.json() {
-		return writeJSON(out, entries)
+		return writeJSON(g.streams.Out, entries)
 	}
+	out := bufio.NewWriter(g.streams.Out) // one write, not one per tag
 	for _, e := range entries {
 		if o.digests {
 			fmt.Fprintf(out, "%s\t%s\n", e.Tag, e.Digest)
@@ -144,5 +145,5 @@ func (o *tagsOptions) run(cmd *cobra.Command, g *globalOptions, arg string) erro
 			fmt.Fprintln(out, e.Tag)
 		}
 	}
-	return nil
+	return out.Flush()
 }
