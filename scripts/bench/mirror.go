@@ -194,6 +194,7 @@ func (e *env) mirrorSuite(ctx context.Context) (*suiteReport, error) {
 		}
 	}
 	counts := map[string]requestCounts{}
+	served := map[string][]sample{} // the harness's CPU during each direct rerun
 	for i := 1; i <= e.o.n; i++ {
 		for _, p := range paths {
 			cases := []string{"first sync" + p.label, "no-change rerun" + p.label}
@@ -235,7 +236,9 @@ func (e *env) mirrorSuite(ctx context.Context) (*suiteReport, error) {
 						continue
 					}
 					cp.Reset()
+					cpu0, cpuKnown := selfCPU()
 					smp, err := t.measureArgs(ctx, args, e.logPath("mirror", c, n, i), e.o.timeout)
+					cpu1, _ := selfCPU()
 					if err == nil {
 						err = checkTags(ctx, e.dst.Host(), dstRepo, digests)
 					}
@@ -252,6 +255,9 @@ func (e *env) mirrorSuite(ctx context.Context) (*suiteReport, error) {
 					if ci > 0 && p.label == "" {
 						counts[n] = cp.Counts()
 						e.logf("%s, %s: at the source: %s", c, n, counts[n])
+						if cpuKnown {
+							served[n] = append(served[n], sample{CPU: cpu1 - cpu0})
+						}
 					}
 				}
 				if err := e.dst.Drop(dstRepo); err != nil {
@@ -264,6 +270,15 @@ func (e *env) mirrorSuite(ctx context.Context) (*suiteReport, error) {
 		if c, ok := counts[n]; ok {
 			rep.Facts = append(rep.Facts, fmt.Sprintf("%s, no-change rerun, requests at the source: %s", n, c))
 		}
+	}
+	var cpus []string
+	for _, n := range names {
+		if len(served[n]) > 0 {
+			cpus = append(cpus, n+" "+formatSeconds(medianSample(served[n]).CPU))
+		}
+	}
+	if len(cpus) > 0 {
+		rep.Facts = append(rep.Facts, "CPU of the harness (its registries and proxies) during each no-change rerun, on the same two cores as the tool: "+strings.Join(cpus, "; "))
 	}
 	for _, p := range paths {
 		first, rerun := "first sync"+p.label, "no-change rerun"+p.label

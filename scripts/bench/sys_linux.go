@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"syscall"
+	"time"
 )
 
 // isolate puts cmd in its own process group, which cancelling kills whole,
@@ -27,6 +28,16 @@ func maxRSS(ps *os.ProcessState) (int64, bool) {
 		return 0, false
 	}
 	return ru.Maxrss * 1024, true // KiB on Linux
+}
+
+// selfCPU is the CPU time this process (the harness, with its registries
+// and proxies) has used so far; false when unknown.
+func selfCPU() (time.Duration, bool) {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0, false
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), true
 }
 
 // settle writes every dirty page to disk, so that a measured run does not
