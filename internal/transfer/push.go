@@ -101,10 +101,10 @@ func (r *Repository) ReferrersAPI(ctx context.Context, subject ocispec.Descripto
 			return nil, false, nil
 		}
 		var idx ocispec.Index
-		err = json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&idx)
+		err = readJSON(resp.Body, maxJSONAnswer, &idx)
 		resp.Body.Close()
 		if err != nil {
-			return nil, false, fmt.Errorf("%s: decoding the registry's answer: %w", what, err)
+			return nil, false, fmt.Errorf("%s: %w", what, err)
 		}
 		out = append(out, idx.Manifests...)
 		if len(out) > limit {

@@ -305,8 +305,8 @@ func (r *Repository) getJSON(ctx context.Context, u string, v any, what string) 
 	if resp.StatusCode != http.StatusOK {
 		return "", responseError(resp, what)
 	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(v); err != nil {
-		return "", fmt.Errorf("%s: decoding the registry's answer: %w", what, err)
+	if err := readJSON(resp.Body, maxJSONAnswer, v); err != nil {
+		return "", fmt.Errorf("%s: %w", what, err)
 	}
 	link := nextLink(resp.Header.Get("Link"))
 	if link == "" {
@@ -322,6 +322,28 @@ func (r *Repository) getJSON(ctx context.Context, u string, v any, what string) 
 		return "", fmt.Errorf("%s: the registry's Link header points at another host (%s); refusing to follow it", what, abs.Host)
 	}
 	return abs.String(), nil
+}
+
+// maxJSONAnswer caps a JSON answer of the registry: a page of tags, of
+// referrers.
+const maxJSONAnswer = 16 << 20
+
+// readJSON reads a response body of at most limit bytes to its end and
+// decodes it into v. Reading to the end matters: net/http closes the
+// connection of a response whose body is closed unread, and a decoder
+// stops at the end of the value, before a trailing newline.
+func readJSON(body io.Reader, limit int64, v any) error {
+	b, err := io.ReadAll(io.LimitReader(body, limit+1))
+	if err != nil {
+		return fmt.Errorf("reading the registry's answer: %w", err)
+	}
+	if int64(len(b)) > limit {
+		return fmt.Errorf("the registry's answer is larger than %d bytes", limit)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("decoding the registry's answer: %w", err)
+	}
+	return nil
 }
 
 // nextLink extracts the target of rel="next" from a Link header.

@@ -7,16 +7,20 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // testRegistry serves go-containerregistry's registry behind wrap and
@@ -241,5 +245,69 @@ func TestTagsLinkToOtherHost(t *testing.T) {
 	_, err := openRepo(t, host+"/app").Tags(context.Background(), TagOptions{})
 	if err == nil || !strings.Contains(err.Error(), "another host") {
 		t.Fatalf("err = %v, want a refusal to follow the Link", err)
+	}
+}
+
+// TestJSONAnswersKeepTheConnection: reading tag lists and referrers
+// leaves the connection fit for the next request, also when the registry
+// sends them chunked (no Content-Length), as registries behind proxies
+// do: net/http drops a connection whose body was closed before its end,
+// and a JSON decoder stops at the end of the value, before a final chunk
+// that comes in a later packet.
+func TestJSONAnswersKeepTheConnection(t *testing.T) {
+	var conns atomic.Int32
+	reg := registry.New(registry.WithReferrersSupport(true), registry.Logger(log.New(io.Discard, "", 0)))
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasSuffix(r.URL.Path, "/tags/list") && !strings.Contains(r.URL.Path, "/referrers/") {
+			reg.ServeHTTP(w, r)
+			return
+		}
+		rec := httptest.NewRecorder()
+		reg.ServeHTTP(rec, r)
+		w.Header().Set("Content-Type", rec.Header().Get("Content-Type"))
+		w.WriteHeader(rec.Code)
+		body := rec.Body.Bytes()
+		w.Write(body[:len(body)/2])
+		w.(http.Flusher).Flush() // from here on, chunked
+		w.Write(body[len(body)/2:])
+		w.Write([]byte("\n"))
+		w.(http.Flusher).Flush()
+		time.Sleep(20 * time.Millisecond) // the last chunk comes apart
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	host := strings.TrimPrefix(srv.URL, "http://")
+	d := pushImage(t, host+"/app:v1")
+	pushImage(t, host+"/app:v2")
+
+	base := &http.Transport{}
+	t.Cleanup(base.CloseIdleConnections)
+	r := &Remote{Transport: func(string) (http.RoundTripper, error) { return base, nil }}
+	rn, err := name.NewRepository(host + "/app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo, err := r.Open(t.Context(), rn, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := conns.Load()
+	for range 3 {
+		tags, err := repo.Tags(t.Context(), TagOptions{})
+		if err != nil || len(tags) != 2 {
+			t.Fatalf("Tags: %v, %v; want v1 and v2", tags, err)
+		}
+		refs, ok, err := repo.ReferrersAPI(t.Context(), ocispec.Descriptor{Digest: digest.Digest(d)}, 10)
+		if err != nil || !ok || len(refs) != 0 {
+			t.Fatalf("ReferrersAPI: %v, %v, %v; want the API's empty answer", refs, ok, err)
+		}
+	}
+	if n := conns.Load() - before; n > 1 {
+		t.Errorf("6 requests one after the other opened %d connections, want at most 1", n)
 	}
 }
