@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -236,6 +237,11 @@ func (e *env) mirrorSuite(ctx context.Context) (*suiteReport, error) {
 						continue
 					}
 					cp.Reset()
+					// Each run starts with the last one's writes on disk and
+					// the harness's garbage collected, so that neither its
+					// writeback nor the registries' collection lands in it.
+					settle()
+					runtime.GC()
 					cpu0, cpuKnown := selfCPU()
 					smp, err := t.measureArgs(ctx, args, e.logPath("mirror", c, n, i), e.o.timeout)
 					cpu1, _ := selfCPU()
