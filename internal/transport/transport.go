@@ -8,10 +8,14 @@
 // registry, including redirects and token requests, passes through it. The
 // layers, outermost first:
 //
-//	user agent → debug log → retry → policy → TLS/HTTP connection pool
+//	user agent → ping race → debug log → retry → policy → TLS/HTTP connection pool
 //
-// Everything New returns is safe for concurrent use and holds no state that
-// one request could change for another.
+// The ping race (ping.go) only concerns the /v2/ ping of a registry where
+// plain http is allowed: it asks over plain http and https at once.
+//
+// Everything New returns is safe for concurrent use. What one request
+// leaves for the next is only what it learned of the registry itself: a
+// certificate that did not verify, and which scheme answered its ping.
 package transport
 
 import (
