@@ -660,9 +660,11 @@ const blobAttempts = 3
 // starting the upload over (with a fresh body) after it fails.
 func (e *Engine) stream(ctx context.Context, src Source, dst Target, desc ocispec.Descriptor, send func(EventKind, int64, error)) (int64, error) {
 	what := "blob " + string(desc.Digest) + " from " + src.String() + " to " + dst.String()
-	skipHash := false
+	verify := newVerifier
 	if vs, ok := src.(VerifiedSource); ok && vs.BlobsVerified() {
-		_, skipHash = dst.(DigestCheckingTarget)
+		if _, ok := dst.(DigestCheckingTarget); ok {
+			verify = newSizeVerifier
+		}
 	}
 	var lastErr error
 	mismatches := 0
@@ -677,10 +679,7 @@ func (e *Engine) stream(ctx context.Context, src Source, dst Target, desc ocispe
 			send(BlobRetry, off, err)
 		})
 		body.prefetch()
-		v := newVerifier(body, desc.Digest, desc.Size, what)
-		if skipHash {
-			v.h = nil
-		}
+		v := verify(body, desc.Digest, desc.Size, what)
 		counter := &progressReader{r: v, report: func(n int64) { send(BlobProgress, n, nil) }}
 		err := dst.WriteBlob(ctx, desc, counter)
 		body.Close()

@@ -45,6 +45,12 @@ func newVerifier(r io.Reader, want digest.Digest, size int64, what string) *veri
 	return &verifier{r: r, want: want, size: size, h: want.Algorithm().Hash(), what: what}
 }
 
+// newSizeVerifier wraps r to check its size only, for a blob whose source
+// has verified it and whose target hashes it (VerifiedSource).
+func newSizeVerifier(r io.Reader, want digest.Digest, size int64, what string) *verifier {
+	return &verifier{r: r, want: want, size: size, what: what}
+}
+
 func (v *verifier) Read(p []byte) (int, error) {
 	if v.size >= 0 && v.n+int64(len(p)) > v.size+1 {
 		// Never read more than one byte past the declared size.
