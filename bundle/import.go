@@ -33,7 +33,7 @@ func ParseMapping(s string) (Mapping, error) {
 	if !ok || from == "" {
 		return Mapping{}, fmt.Errorf("%w: mapping %q: expected SRC=DST, e.g. docker.io/library=base", transfer.ErrInvalidReference, s)
 	}
-	if to != "" && !transfer.ValidRepositoryPath(to) {
+	if to != "" && !store.ValidRepositoryName(to) {
 		return Mapping{}, fmt.Errorf("%w: mapping %q: %q is not a valid repository path", transfer.ErrInvalidReference, s, to)
 	}
 	return Mapping{From: from, To: to}, nil
@@ -270,7 +270,7 @@ func (imp *importer) parseTarget() error {
 	if err != nil || !(strings.ContainsAny(host, ".:") || host == "localhost") {
 		return fmt.Errorf("%w: --to %s: expected REGISTRY[/PREFIX] with a registry host such as registry.example.com:5000", transfer.ErrInvalidReference, to)
 	}
-	if prefix != "" && !transfer.ValidRepositoryPath(prefix) {
+	if prefix != "" && !store.ValidRepositoryName(prefix) {
 		return fmt.Errorf("%w: --to %s: %q is not a valid repository path", transfer.ErrInvalidReference, to, prefix)
 	}
 	imp.registry, imp.prefix = reg, prefix
@@ -297,7 +297,7 @@ func (imp *importer) mapRepository(src string) (string, error) {
 		_, path, _ = strings.Cut(src, "/")
 	}
 	path = joinPath(imp.prefix, path)
-	if path == "" || !transfer.ValidRepositoryPath(path) {
+	if path == "" || !store.ValidRepositoryName(path) {
 		return "", fmt.Errorf("%w: %s maps to the repository %q, which is not valid: use --map", transfer.ErrInvalidReference, src, path)
 	}
 	return path, nil

@@ -12,26 +12,13 @@ import (
 	"github.com/ferry-oci/ferry/internal/store"
 )
 
-// maxNameLength caps a repository name. The spec's grammar has no limit;
-// distribution and most clients stop at 255 (ROBUSTNESS row 28).
-const maxNameLength = 255
-
-// The grammars of https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pulling-manifests.
-var (
-	nameRE = regexp.MustCompile(`^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$`)
-	// The spec's [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}, with the length checked
-	// apart: a counted repetition compiles into 127 copies of the class,
-	// which every ferry command would pay for at start-up.
-	tagRE = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]*$`)
-)
-
-// validName reports whether name is a repository name of the spec's grammar
-// and at most 255 bytes. The grammar rules out "..", "%2e", uppercase,
-// empty components and leading or trailing slashes; names are never turned
-// into file paths anyway: they only appear inside index.json annotations.
-func validName(name string) bool {
-	return len(name) <= maxNameLength && nameRE.MatchString(name)
-}
+// tagRE is the tag grammar of
+// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pulling-manifests,
+// [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}, with the length checked apart: a
+// counted repetition compiles into 127 copies of the class, which every
+// ferry command would pay for at start-up. Repository names are
+// store.ValidRepositoryName's.
+var tagRE = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]*$`)
 
 // validTag reports whether tag matches the spec's tag grammar.
 func validTag(tag string) bool { return len(tag) <= maxTagLength && tagRE.MatchString(tag) }
@@ -41,7 +28,7 @@ const maxTagLength = 128
 
 // checkName returns the NAME_INVALID error for an invalid name, else nil.
 func checkName(name string) *apiError {
-	if validName(name) {
+	if store.ValidRepositoryName(name) {
 		return nil
 	}
 	shown := name
@@ -49,7 +36,7 @@ func checkName(name string) *apiError {
 		shown = shown[:80] + "…"
 	}
 	return newError(http.StatusBadRequest, codeNameInvalid,
-		"invalid repository name %q: names are lowercase components of [a-z0-9] separated by '.', '_', '__' or '-', joined by '/', at most %d characters", shown, maxNameLength)
+		"invalid repository name %q: names are lowercase components of [a-z0-9] separated by '.', '_', '__' or '-', joined by '/', at most %d characters", shown, store.MaxRepositoryName)
 }
 
 // parseDigest validates a digest from a URL (sha256 or sha512, lowercase

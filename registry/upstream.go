@@ -88,7 +88,7 @@ func newUpstreamRoutes(ups map[string]Upstream) (*upstreamRoutes, error) {
 			return nil, fmt.Errorf("registry: upstream for namespace %q is nil", ns)
 		case ns == "":
 			r.def = up
-		case !validName(ns):
+		case !store.ValidRepositoryName(ns):
 			return nil, fmt.Errorf("registry: upstream namespace %q is not a repository name prefix (lowercase components joined by '/', e.g. docker.io)", ns)
 		default:
 			r.byNS[ns] = up

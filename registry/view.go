@@ -48,7 +48,7 @@ func splitRefName(s string) (repo, tag string, ok bool) {
 		return "", "", false
 	}
 	repo, tag = s[:i], s[i+1:]
-	if !validName(repo) || !validTag(tag) {
+	if !store.ValidRepositoryName(repo) || !validTag(tag) {
 		return "", "", false
 	}
 	return repo, tag, true
@@ -60,7 +60,7 @@ func entryRepo(e ocispec.Descriptor) (repo, tag string, ok bool) {
 	if n, has := e.Annotations[ocispec.AnnotationRefName]; has {
 		return splitRefName(n)
 	}
-	if r := e.Annotations[RepositoryAnnotation]; validName(r) {
+	if r := e.Annotations[RepositoryAnnotation]; store.ValidRepositoryName(r) {
 		return r, "", true
 	}
 	return "", "", false

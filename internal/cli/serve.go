@@ -303,7 +303,7 @@ func (o *serveOptions) cacheOptions(g *globalOptions, opts *registry.Options) er
 	opts.Upstreams = map[string]registry.Upstream{}
 	for _, arg := range o.upstreams {
 		ns, rawURL := splitUpstream(arg)
-		if ns != "" && !transfer.ValidRepositoryPath(ns) {
+		if ns != "" && !store.ValidRepositoryName(ns) {
 			return usageErrorf("--upstream %s: namespace %q is not a repository name prefix: lowercase components joined by '/', e.g. docker.io", arg, ns)
 		}
 		if _, dup := opts.Upstreams[ns]; dup {

@@ -4,12 +4,13 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"regexp"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/ferry-oci/ferry/internal/store"
 )
 
 // Kind says where content lives.
@@ -124,7 +125,7 @@ func parseRegistryReference(s string, insecure, defaultTag bool) (Reference, err
 	if err != nil {
 		return Reference{}, fmt.Errorf("%w: %q: %v", ErrInvalidReference, s, err)
 	}
-	if !ValidRepositoryPath(repo.RepositoryStr()) {
+	if !store.ValidRepositoryName(repo.RepositoryStr()) {
 		return Reference{}, fmt.Errorf("%w: %q: repository %q is not valid: lowercase letters and digits, separated by '.', '_', '__', '-' or '/'", ErrInvalidReference, s, repo.RepositoryStr())
 	}
 	ref.Repo = repo
@@ -168,15 +169,6 @@ func parseLayoutReference(k Kind, rest, orig string) (Reference, error) {
 }
 
 func isLetter(c byte) bool { return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' }
-
-// repositoryPath is the distribution spec's grammar for a repository name.
-var repositoryPath = regexp.MustCompile(`^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$`)
-
-// ValidRepositoryPath reports whether s is a repository name the OCI
-// distribution spec allows (at most 255 characters).
-func ValidRepositoryPath(s string) bool {
-	return len(s) <= 255 && repositoryPath.MatchString(s)
-}
 
 // Reader reads manifests, small blobs and tags from an endpoint. A registry
 // Repository implements it, and so does a Layout.

@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/ferry-oci/ferry/internal/store"
 )
 
 // FuzzParseReference: any input either fails cleanly or yields a
@@ -31,7 +33,7 @@ func FuzzParseReference(f *testing.F) {
 		}
 		switch ref.Kind {
 		case KindRegistry:
-			if !ValidRepositoryPath(ref.Repo.RepositoryStr()) {
+			if !store.ValidRepositoryName(ref.Repo.RepositoryStr()) {
 				t.Fatalf("%q: accepted repository %q", s, ref.Repo.RepositoryStr())
 			}
 			if ref.Tag == "" && ref.Digest == "" {

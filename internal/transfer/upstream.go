@@ -92,7 +92,7 @@ func (u *Upstream) repository(ctx context.Context, repo string) (*Repository, er
 	if ok {
 		return r, nil
 	}
-	if !ValidRepositoryPath(repo) {
+	if !store.ValidRepositoryName(repo) {
 		return nil, fmt.Errorf("%w: repository %q of upstream %s", ErrInvalidReference, repo, u)
 	}
 	// The host is named explicitly, so that a first component with a dot
